@@ -1,0 +1,137 @@
+//! Typed, prefixed identifiers (`msg_…`, `evt_…`): a UUIDv7 inside, so that ids sort by creation
+//! time, which cursor pagination relies on. Clients must treat them as opaque strings.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a string is not an id of the expected kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{input}' is not a valid {kind} id (expected '{prefix}' followed by 32 hex digits)")]
+pub struct IdError {
+    pub input: String,
+    pub kind: &'static str,
+    pub prefix: &'static str,
+}
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id, ordered after every id made earlier by this process.
+            pub fn new() -> Self {
+                Self(uuid::Uuid::now_v7())
+            }
+
+            pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+                Self(uuid)
+            }
+
+            pub fn uuid(&self) -> uuid::Uuid {
+                self.0
+            }
+
+            pub fn parse(input: &str) -> Result<Self, IdError> {
+                input
+                    .strip_prefix($prefix)
+                    .filter(|hex| hex.len() == 32)
+                    .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
+                    .map(Self)
+                    .ok_or_else(|| IdError { input: input.chars().take(80).collect(), kind: $kind, prefix: $prefix })
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", $prefix, self.0.simple())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some(concat!("^", $prefix, "[0-9a-f]{32}$")))
+                    .examples([serde_json::json!(concat!($prefix, "0193a1b2c3d47e8f9a0b1c2d3e4f5a6b"))])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+typed_id!(/// A workspace (tenant).
+    WorkspaceId, "wsp_", "workspace");
+typed_id!(/// An outbound or inbound message.
+    MessageId, "msg_", "message");
+typed_id!(/// One event in a message's timeline.
+    EventId, "evt_", "event");
+typed_id!(/// An API key.
+    ApiKeyId, "key_", "API key");
+typed_id!(/// A channel account: one configured connection to a provider.
+    ChannelAccountId, "cha_", "channel account");
+typed_id!(/// A contact (a customer of the workspace).
+    ContactId, "ctc_", "contact");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_sort_by_creation() {
+        let a = MessageId::new();
+        let b = MessageId::new();
+        assert!(a.to_string() < b.to_string());
+        assert_eq!(MessageId::parse(&a.to_string()).unwrap(), a);
+        assert!(a.to_string().starts_with("msg_"));
+        assert_eq!(a.to_string().len(), 4 + 32);
+    }
+
+    #[test]
+    fn ids_of_another_kind_or_garbage_are_refused() {
+        let e = EventId::new().to_string();
+        assert!(MessageId::parse(&e).is_err());
+        assert!(MessageId::parse("msg_").is_err());
+        assert!(MessageId::parse("msg_zz").is_err());
+        assert!(MessageId::parse("").is_err());
+        let err = MessageId::parse("msg_nothex0000000000000000000000000").unwrap_err();
+        assert!(err.to_string().contains("message id"));
+    }
+}

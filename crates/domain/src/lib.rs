@@ -1,0 +1,23 @@
+//! Parley's domain: the types and rules every other crate speaks in.
+//!
+//! Values are parsed at the edge into these types (`E164::parse`, `Content::validate`,
+//! `MessageState`), and past the edge a value of the type is valid. This crate does no IO and
+//! no async work and depends on no other Parley crate, so that its rules can be tested alone
+//! (unit and property tests live beside the code).
+
+pub mod address;
+pub mod backoff;
+pub mod content;
+pub mod ids;
+pub mod message;
+pub mod provider;
+pub mod scope;
+pub mod time;
+
+pub use address::{Address, AddressError, E164};
+pub use content::{Content, ContentError};
+pub use ids::*;
+pub use provider::{InboundMessage, Receipt};
+pub use message::{Channel, Direction, ErrorInfo, EventKind, Message, MessageEvent, MessageState};
+pub use scope::{Scope, Scopes};
+pub use time::Millis;

@@ -1,0 +1,376 @@
+//! Messages and their honest state machine.
+//!
+//! An outbound message moves forward only: accepted → scheduled → queued → sending → sent →
+//! delivered → read, or ends in one of the final failure states (failed, undelivered, rejected,
+//! expired, canceled). Every observation is recorded as a [`MessageEvent`] with a per-message
+//! sequence number; an observation that would move the state backwards (a late `sent` receipt
+//! after `delivered`) is still recorded, with `applied: false`, but the state stays.
+
+use crate::{ChannelAccountId, Content, EventId, Millis, MessageId, WorkspaceId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Sms,
+    Whatsapp,
+    Rcs,
+    Webchat,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [Channel::Sms, Channel::Whatsapp, Channel::Rcs, Channel::Webchat];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Whatsapp => "whatsapp",
+            Channel::Rcs => "rcs",
+            Channel::Webchat => "webchat",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether the channel reports that the recipient read the message.
+    pub fn has_read_receipts(self) -> bool {
+        !matches!(self, Channel::Sms)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "outbound" => Some(Direction::Outbound),
+            "inbound" => Some(Direction::Inbound),
+            _ => None,
+        }
+    }
+}
+
+/// The state of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Stored durably; nothing has been tried yet.
+    Accepted,
+    /// Waiting for its `send_at` (or a quiet-hours window).
+    Scheduled,
+    /// Due, waiting for a dispatcher.
+    Queued,
+    /// A dispatcher is handing it to the provider (or retrying after a transient error).
+    Sending,
+    /// The provider took it.
+    Sent,
+    /// The handset has it.
+    Delivered,
+    /// The recipient opened it (WhatsApp, RCS, web chat).
+    Read,
+    /// Final: the provider refused it, or a permanent error.
+    Failed,
+    /// Final: the provider took it but could not deliver it.
+    Undelivered,
+    /// Final: Parley refused it before sending (policy).
+    Rejected,
+    /// Final: its validity ran out before it could be sent.
+    Expired,
+    /// Final: canceled by the API before it was handed to a provider.
+    Canceled,
+    /// An inbound message, as received.
+    Received,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 13] = [
+        MessageState::Accepted,
+        MessageState::Scheduled,
+        MessageState::Queued,
+        MessageState::Sending,
+        MessageState::Sent,
+        MessageState::Delivered,
+        MessageState::Read,
+        MessageState::Failed,
+        MessageState::Undelivered,
+        MessageState::Rejected,
+        MessageState::Expired,
+        MessageState::Canceled,
+        MessageState::Received,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Accepted => "accepted",
+            MessageState::Scheduled => "scheduled",
+            MessageState::Queued => "queued",
+            MessageState::Sending => "sending",
+            MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
+            MessageState::Read => "read",
+            MessageState::Failed => "failed",
+            MessageState::Undelivered => "undelivered",
+            MessageState::Rejected => "rejected",
+            MessageState::Expired => "expired",
+            MessageState::Canceled => "canceled",
+            MessageState::Received => "received",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MessageState> {
+        MessageState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Progress along the happy path; failure states rank above everything before delivery.
+    fn rank(self) -> u8 {
+        match self {
+            MessageState::Accepted => 0,
+            MessageState::Scheduled => 1,
+            MessageState::Queued => 2,
+            MessageState::Sending => 3,
+            MessageState::Sent => 4,
+            MessageState::Delivered => 5,
+            MessageState::Read => 6,
+            MessageState::Received => 6,
+            _ => 7,
+        }
+    }
+
+    /// No further transition can apply: a failure state, `read`, or an inbound message.
+    pub fn is_final(self) -> bool {
+        self.rank() >= 6
+    }
+
+    /// A failure state (failed, undelivered, rejected, expired, canceled).
+    pub fn is_failure(self) -> bool {
+        self.rank() == 7
+    }
+
+    /// Whether an observation of `next` moves a message that is in `self` forward.
+    ///
+    /// Forward along the happy path only; a failure ends anything not yet delivered; nothing
+    /// leaves a final state. `delivered` is not final (`read` may follow) but is past failing:
+    /// a late `undelivered` after `delivered` is recorded without changing the state.
+    pub fn can_advance_to(self, next: MessageState) -> bool {
+        if self.is_final() || next == MessageState::Received || self == MessageState::Received {
+            return false;
+        }
+        if next.is_failure() {
+            return self.rank() < MessageState::Delivered.rank();
+        }
+        next.rank() > self.rank()
+    }
+
+    /// Whether the API may still cancel a message in this state (it has not been handed over).
+    pub fn is_cancelable(self) -> bool {
+        matches!(self, MessageState::Accepted | MessageState::Scheduled | MessageState::Queued | MessageState::Sending)
+    }
+}
+
+/// What one message event records. Most kinds are states; `attempt_failed` records a transient
+/// error after which the message will be tried again (its state stays `sending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Accepted,
+    Scheduled,
+    Queued,
+    Sending,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Undelivered,
+    Rejected,
+    Expired,
+    Canceled,
+    Received,
+    AttemptFailed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AttemptFailed => "attempt_failed",
+            other => other.state().map(MessageState::as_str).unwrap_or("unknown"),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        if s == "attempt_failed" {
+            return Some(EventKind::AttemptFailed);
+        }
+        MessageState::parse(s).map(EventKind::from)
+    }
+
+    /// The state this event moves to, if it is a state.
+    pub fn state(self) -> Option<MessageState> {
+        Some(match self {
+            EventKind::Accepted => MessageState::Accepted,
+            EventKind::Scheduled => MessageState::Scheduled,
+            EventKind::Queued => MessageState::Queued,
+            EventKind::Sending => MessageState::Sending,
+            EventKind::Sent => MessageState::Sent,
+            EventKind::Delivered => MessageState::Delivered,
+            EventKind::Read => MessageState::Read,
+            EventKind::Failed => MessageState::Failed,
+            EventKind::Undelivered => MessageState::Undelivered,
+            EventKind::Rejected => MessageState::Rejected,
+            EventKind::Expired => MessageState::Expired,
+            EventKind::Canceled => MessageState::Canceled,
+            EventKind::Received => MessageState::Received,
+            EventKind::AttemptFailed => return None,
+        })
+    }
+}
+
+impl From<MessageState> for EventKind {
+    fn from(s: MessageState) -> Self {
+        match s {
+            MessageState::Accepted => EventKind::Accepted,
+            MessageState::Scheduled => EventKind::Scheduled,
+            MessageState::Queued => EventKind::Queued,
+            MessageState::Sending => EventKind::Sending,
+            MessageState::Sent => EventKind::Sent,
+            MessageState::Delivered => EventKind::Delivered,
+            MessageState::Read => EventKind::Read,
+            MessageState::Failed => EventKind::Failed,
+            MessageState::Undelivered => EventKind::Undelivered,
+            MessageState::Rejected => EventKind::Rejected,
+            MessageState::Expired => EventKind::Expired,
+            MessageState::Canceled => EventKind::Canceled,
+            MessageState::Received => EventKind::Received,
+        }
+    }
+}
+
+/// An error reported for a message or one of its events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorInfo {
+    /// A stable code: Parley's own (`validity_expired`) or the provider's, prefixed
+    /// (`sandbox:permanent_failure`, `smpp:0x00000058`).
+    pub code: String,
+    pub detail: String,
+    /// `true` when trying again cannot help.
+    pub permanent: bool,
+}
+
+/// One entry of a message's timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MessageEvent {
+    pub id: EventId,
+    pub message_id: MessageId,
+    /// 1, 2, 3, … per message, in the order Parley recorded the events.
+    pub sequence: i64,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// When it happened (for receipts: when the provider says it happened).
+    pub occurred_at: Millis,
+    /// When Parley recorded it.
+    pub recorded_at: Millis,
+    /// `false` when the event was recorded but did not change the message's state (a late or
+    /// out-of-order receipt, or a transient error).
+    pub applied: bool,
+    /// The dispatch attempt (1-based) that this event belongs to, where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// For `attempt_failed`: when the next attempt is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Millis>,
+}
+
+/// A message resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Message {
+    pub id: MessageId,
+    pub workspace_id: WorkspaceId,
+    pub direction: Direction,
+    pub channel: Channel,
+    pub channel_account_id: ChannelAccountId,
+    /// E.164 for phone channels; a visitor id for web chat.
+    pub to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub status: MessageState,
+    pub content: Content,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<Millis>,
+    /// After this instant the message is not sent any more (it becomes `expired`).
+    pub expires_at: Millis,
+    pub validity_seconds: i64,
+    pub metadata: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    /// Dispatch attempts made so far.
+    pub attempts: i32,
+    /// The error that ended the message, or the latest transient one while it is retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// The sequence number of the newest event.
+    pub sequence: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// The timeline, oldest first (only on `GET /v1/messages/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<MessageEvent>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MessageState::*;
+
+    #[test]
+    fn happy_path_moves_forward_only() {
+        let path = [Accepted, Scheduled, Queued, Sending, Sent, Delivered, Read];
+        for (i, a) in path.iter().enumerate() {
+            for (j, b) in path.iter().enumerate() {
+                assert_eq!(a.can_advance_to(*b), j > i, "{a:?} -> {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn failures_end_undelivered_messages_only() {
+        assert!(Sent.can_advance_to(Undelivered));
+        assert!(Queued.can_advance_to(Canceled));
+        assert!(!Delivered.can_advance_to(Undelivered));
+        assert!(!Read.can_advance_to(Failed));
+        for f in [Failed, Undelivered, Rejected, Expired, Canceled] {
+            for s in MessageState::ALL {
+                assert!(!f.can_advance_to(s), "{f:?} -> {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn event_kinds_round_trip() {
+        for s in MessageState::ALL {
+            let k = EventKind::from(s);
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+            assert_eq!(k.state(), Some(s));
+        }
+        assert_eq!(EventKind::parse("attempt_failed"), Some(EventKind::AttemptFailed));
+    }
+}

@@ -1,0 +1,147 @@
+//! Parley's durable state.
+//!
+//! [`Store`] is the one interface the engine and the server use; [`sqlite::SqliteStore`] (the
+//! embedded default) and [`postgres::PgStore`] (for several processes on one database) implement
+//! it with the same behaviour, each with its own migrations that move in step. Both batch the
+//! writes of concurrent callers into one transaction (group commit), so that a caller's `Ok`
+//! means "committed" while the commit cost is shared. The dispatch job queue lives here too:
+//! jobs are claimed with a lease and re-claimed when a lease runs out.
+//!
+//! This crate knows nothing of HTTP or of providers. Values come in already validated (domain
+//! types); SQL never leaves this crate.
+
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+
+pub use model::*;
+
+use async_trait::async_trait;
+use parley_domain::{ChannelAccountId, Millis, Message, MessageId, WorkspaceId, ApiKeyId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Open the store that `url` names: `sqlite://path/to/file.db` (or a plain path) or
+/// `postgres://…`. Runs pending migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(postgres::PgStore::open(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path).await?))
+    }
+}
+
+/// Everything Parley keeps. Every method that writes is atomic: it commits all of its effects or
+/// none. Every method scoped by a `WorkspaceId` never sees rows of another workspace.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// A cheap round trip to the database (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // ---- tenancy -------------------------------------------------------------------------
+
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<()>;
+    async fn get_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>>;
+    /// Oldest first.
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()>;
+    /// The key whose SHA-256 hash (lower-case hex) is `hash`, revoked or not.
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    /// Newest first, revoked ones included.
+    async fn list_api_keys(&self, workspace: WorkspaceId) -> Result<Vec<ApiKey>>;
+    /// Sets `revoked_at` if the key exists in the workspace and is not revoked yet; returns the
+    /// key as it is afterwards, or `None` when there is no such key in the workspace.
+    async fn revoke_api_key(&self, workspace: WorkspaceId, id: ApiKeyId, now: Millis) -> Result<Option<ApiKey>>;
+
+    async fn create_channel_account(&self, account: &ChannelAccount) -> Result<()>;
+    async fn get_channel_account(&self, workspace: WorkspaceId, id: ChannelAccountId) -> Result<Option<ChannelAccount>>;
+    /// Every channel account of every workspace (the engine builds one connector per account).
+    async fn all_channel_accounts(&self) -> Result<Vec<ChannelAccount>>;
+    /// Oldest first.
+    async fn list_channel_accounts(&self, workspace: WorkspaceId) -> Result<Vec<ChannelAccount>>;
+
+    // ---- messages --------------------------------------------------------------------------
+
+    /// Store new outbound messages with their first events and dispatch jobs, in one
+    /// transaction, honouring the idempotency key if there is one (see [`CreateOutcome`]).
+    /// Concurrent callers are batched into one commit; each caller gets its own outcome.
+    async fn create_messages(&self, request: CreateMessages) -> Result<CreateOutcome>;
+
+    /// One message of the workspace, with its events (oldest first) when `with_events`.
+    async fn get_message(&self, workspace: WorkspaceId, id: MessageId, with_events: bool) -> Result<Option<Message>>;
+
+    /// Messages of the workspace matching `filter`, newest first (by id), at most `limit`.
+    async fn list_messages(&self, workspace: WorkspaceId, filter: &MessageFilter, limit: u32) -> Result<Vec<Message>>;
+
+    /// Cancel a message that has not been handed to a provider: its job must exist and not be
+    /// leased (or its lease has run out). Records a `canceled` event and deletes the job.
+    async fn cancel_message(&self, workspace: WorkspaceId, id: MessageId, now: Millis) -> Result<CancelOutcome>;
+
+    // ---- dispatch queue ----------------------------------------------------------------------
+
+    /// Claim up to `limit` due jobs (`due_at <= now`, not leased or lease run out), oldest due
+    /// first, for `owner` until `now + lease_ms`. See [`ClaimedJob`] for what happens to each.
+    /// Several processes may call this at once on PostgreSQL; a job is never given to two
+    /// callers while its lease holds.
+    async fn claim_jobs(&self, owner: &str, now: Millis, lease_ms: i64, limit: u32) -> Result<ClaimBatch>;
+
+    /// Apply what the dispatcher learned, in one transaction (see [`DispatchOutcome`]).
+    async fn record_outcomes(&self, outcomes: Vec<DispatchOutcome>) -> Result<()>;
+
+    /// Apply provider receipts (see [`Receipt`]); a receipt that matches no message yet is kept
+    /// and applied when the message's `sent` outcome arrives.
+    async fn record_receipts(&self, receipts: Vec<Receipt>) -> Result<()>;
+
+    /// Store inbound messages (direction `inbound`, status `received`, one `received` event),
+    /// each in its channel account's workspace. A message whose (channel account, provider id)
+    /// is already stored is a duplicate and is skipped. Returns the messages stored now.
+    async fn record_inbound(&self, messages: Vec<InboundMessage>) -> Result<Vec<Message>>;
+
+    /// Give back every job leased by `owner` (at shutdown), so others may take them at once.
+    async fn release_leases(&self, owner: &str) -> Result<u64>;
+
+    // ---- feeds and figures -------------------------------------------------------------------
+
+    /// Message events of the workspace recorded after the feed position `after`, in feed order,
+    /// at most `limit`. Positions are per store and increase with every event recorded.
+    async fn events_after(&self, workspace: WorkspaceId, after: i64, limit: u32) -> Result<Vec<FeedEvent>>;
+
+    /// Counts of the workspace's messages by state, and the due jobs waiting.
+    async fn message_stats(&self, workspace: WorkspaceId) -> Result<MessageStats>;
+
+    /// For every message of the workspace with a `delivered` event: milliseconds from its
+    /// creation to its first `delivered` event (unordered).
+    async fn delivery_latencies_ms(&self, workspace: WorkspaceId) -> Result<Vec<i64>>;
+
+    /// Delete idempotency records older than `older_than`. Returns how many went.
+    async fn purge_idempotency(&self, older_than: Millis) -> Result<u64>;
+}

@@ -1,0 +1,200 @@
+//! The records the store keeps and the requests it takes, beside the domain's [`Message`].
+
+use parley_domain::{
+    ApiKeyId, Channel, ChannelAccountId, ErrorInfo, Message, MessageEvent, MessageId, MessageState, Millis, Scopes,
+    WorkspaceId,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// An API key as stored: only the SHA-256 of the secret is kept, with its first characters
+/// (`prefix`) so that a person can tell keys apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    /// The visible start of the key, e.g. `pk_3f9a1c`.
+    pub prefix: String,
+    /// Lower-case hex SHA-256 of the whole key.
+    pub hash: String,
+    pub scopes: Scopes,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A configured connection to a provider.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelAccount {
+    pub id: ChannelAccountId,
+    pub workspace_id: WorkspaceId,
+    pub channel: Channel,
+    /// The connector that speaks for it: `sandbox` (later `smpp`, `whatsapp`, `rbm`, …).
+    pub provider: String,
+    pub name: String,
+    /// Connector-specific settings (JSON object); secrets are sealed before they get here.
+    pub config: serde_json::Value,
+    /// Messages per second handed to the provider, at most.
+    pub rate_limit_per_second: u32,
+    /// Sends waiting for the provider's answer at once, at most.
+    pub max_in_flight: u32,
+    /// The account used for its channel when a send names none.
+    pub is_default: bool,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// One new outbound message, ready to store.
+#[derive(Clone, Debug)]
+pub struct NewOutbound {
+    /// The message as it is after acceptance: `status` is `queued` (or `scheduled` when
+    /// `send_at` is in the future), `sequence` is the number of `events`, `attempts` is 0.
+    pub message: Message,
+    /// Its first events, in order: `accepted`, then `queued` or `scheduled`.
+    pub events: Vec<MessageEvent>,
+    /// When its dispatch job becomes due (now, or `send_at`).
+    pub due_at: Millis,
+}
+
+/// The idempotency key of a create request and the response to replay for it.
+#[derive(Clone, Debug)]
+pub struct IdempotentRequest {
+    pub key: String,
+    /// A fingerprint of the request (method, path and body); a different one with the same key
+    /// is refused.
+    pub request_hash: String,
+    /// The HTTP status and body to answer now and to replay for 24 h.
+    pub response_status: u16,
+    pub response_body: Vec<u8>,
+}
+
+/// A request to store outbound messages (one for `POST /v1/messages`, many for the batch route).
+#[derive(Clone, Debug)]
+pub struct CreateMessages {
+    pub workspace_id: WorkspaceId,
+    pub messages: Vec<NewOutbound>,
+    pub idempotency: Option<IdempotentRequest>,
+    pub now: Millis,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Stored and committed.
+    Created,
+    /// The key was used before (less than 24 h ago) with the same request: nothing was stored,
+    /// and this is the response given the first time.
+    Replayed { status: u16, body: Vec<u8> },
+    /// The key was used before with a different request: nothing was stored.
+    KeyReused,
+}
+
+/// Filters of `GET /v1/messages`. `before` is the cursor: only ids smaller than it.
+#[derive(Clone, Debug, Default)]
+pub struct MessageFilter {
+    pub status: Option<MessageState>,
+    pub channel: Option<Channel>,
+    pub to: Option<String>,
+    /// `created_at >= created_from`
+    pub created_from: Option<Millis>,
+    /// `created_at < created_to`
+    pub created_to: Option<Millis>,
+    pub before: Option<MessageId>,
+}
+
+#[derive(Clone, Debug)]
+pub enum CancelOutcome {
+    /// Canceled now; the message as it is afterwards.
+    Canceled(Message),
+    NotFound,
+    /// Too late: the message is in this state (handed to a provider, or final).
+    NotCancelable(MessageState),
+    /// A dispatcher holds it right now; it may be with the provider.
+    InFlight,
+}
+
+/// A job the caller now holds.
+///
+/// Claiming moves the message forward in the same transaction: a `scheduled` message gets a
+/// `queued` event, then every message not yet `sending` gets a `sending` event (with the attempt
+/// number); a message already `sending` (a retry, or a job whose previous holder died) gets no
+/// new event. A claimed message whose `expires_at <= now` is not returned: it becomes `expired`
+/// (event with error code `validity_expired`, permanent) and its job is deleted. A job whose
+/// message is already final (should not happen) is deleted and not returned.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    /// The message after the claim (status `sending`).
+    pub message: Message,
+    /// 1 for the first claim, +1 for every claim after (released jobs give theirs back).
+    pub attempt: i32,
+    pub lease_until: Millis,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClaimBatch {
+    pub jobs: Vec<ClaimedJob>,
+    /// Messages that expired while waiting (already recorded as such).
+    pub expired: Vec<MessageId>,
+}
+
+/// What became of one claimed job.
+#[derive(Clone, Debug)]
+pub struct DispatchOutcome {
+    pub message_id: MessageId,
+    /// The claim this outcome belongs to.
+    pub lease_owner: String,
+    pub attempt: i32,
+    pub at: Millis,
+    pub kind: OutcomeKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum OutcomeKind {
+    /// The provider took it: `sent` event (applied if the state can advance), provider id stored
+    /// on the message, job deleted, then any kept receipts for (account, provider id) applied.
+    Sent { provider_message_id: String },
+    /// Transient error: `attempt_failed` event (not applied) with the error and `retry_at`;
+    /// message `error` set; the job is due again at `retry_at` with its lease cleared.
+    Retry { error: ErrorInfo, retry_at: Millis },
+    /// Permanent error: `failed` event with the error, message `error` set, job deleted.
+    Failed { error: ErrorInfo },
+    /// Out of validity before it could be sent: `expired` event with the error, job deleted.
+    Expired { error: ErrorInfo },
+    /// Not attempted (rate limit, shutdown): no event; job due at `due_at`, lease cleared, and
+    /// the claim's attempt given back (attempt − 1).
+    Release { due_at: Millis },
+}
+
+pub use parley_domain::{InboundMessage, Receipt};
+
+/// A message event with its position in the store's feed.
+#[derive(Clone, Debug)]
+pub struct FeedEvent {
+    pub position: i64,
+    pub channel: Channel,
+    pub event: MessageEvent,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageStats {
+    /// (state, count) for every state with at least one message.
+    pub by_state: Vec<(MessageState, i64)>,
+    pub jobs_waiting: i64,
+}
+
+impl MessageStats {
+    pub fn count(&self, state: MessageState) -> i64 {
+        self.by_state.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)
+    }
+
+    pub fn total(&self) -> i64 {
+        self.by_state.iter().map(|(_, n)| n).sum()
+    }
+}
