@@ -1,0 +1,178 @@
+//! Parley's connectors: the code that hands an outbound message to a provider and reports what
+//! the provider says about it later (receipts, inbound messages).
+//!
+//! The engine owns the durable state and calls [`Connector::send`] once per dispatch attempt; a
+//! connector answers with a [`SendResult`] and reports asynchronous news through
+//! [`ProviderEvents`]. A connector must never touch the store or the HTTP server's types: it knows
+//! providers, not persistence or the API, so that each one can be tested alone against fixtures.
+//! The [`sandbox`] connector is a deterministic fake carrier used by new workspaces, tests and
+//! benchmarks.
+
+pub mod sandbox;
+
+use parley_domain::{Channel, ChannelAccountId, Content, ErrorInfo, InboundMessage, MessageId, Millis, Receipt};
+use std::sync::Arc;
+
+pub use sandbox::{SandboxConfig, SandboxConnector, Submission, SubmissionLedger, SubmissionOutcome};
+
+/// One dispatch attempt of one outbound message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboundRequest {
+    pub message_id: MessageId,
+    pub channel_account_id: ChannelAccountId,
+    /// The dispatch attempt, 1-based.
+    pub attempt: i32,
+    pub channel: Channel,
+    /// E.164 for phone channels, or a web chat visitor id.
+    pub to: String,
+    pub from: Option<String>,
+    pub content: Content,
+    /// The message is worthless after this instant.
+    pub expires_at: Millis,
+}
+
+/// The provider's immediate answer to a send.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SendResult {
+    /// The provider took the message; receipts will refer to `provider_message_id`.
+    Accepted { provider_message_id: String },
+    /// Not taken this time; trying again later may work (after `retry_after_ms`, if given).
+    Transient { error: ErrorInfo, retry_after_ms: Option<i64> },
+    /// Not taken, and trying again cannot help.
+    Permanent { error: ErrorInfo },
+}
+
+/// Where connectors report what providers tell them asynchronously.
+#[derive(Clone, Debug)]
+pub struct ProviderEvents {
+    pub receipts: tokio::sync::mpsc::UnboundedSender<Receipt>,
+    pub inbound: tokio::sync::mpsc::UnboundedSender<InboundMessage>,
+}
+
+impl ProviderEvents {
+    /// A pair of channels and the receivers the engine drains.
+    pub fn channel() -> (
+        ProviderEvents,
+        tokio::sync::mpsc::UnboundedReceiver<Receipt>,
+        tokio::sync::mpsc::UnboundedReceiver<InboundMessage>,
+    ) {
+        let (receipts, receipts_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (inbound, inbound_rx) = tokio::sync::mpsc::unbounded_channel();
+        (ProviderEvents { receipts, inbound }, receipts_rx, inbound_rx)
+    }
+}
+
+/// Speaks one provider's protocol for one channel account.
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// The provider's name as configured on channel accounts, e.g. `"sandbox"`.
+    fn provider(&self) -> &'static str;
+
+    /// Hand one attempt of a message to the provider.
+    async fn send(&self, request: &OutboundRequest) -> SendResult;
+
+    /// Stop background work (receipt timers); called at shutdown.
+    fn shutdown(&self) {}
+}
+
+/// Why a channel account's provider settings cannot make a connector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown provider '{0}' (known providers: {known})", known = PROVIDERS.join(", "))]
+    UnknownProvider(String),
+    #[error("invalid {provider} config: '{field}': {reason}")]
+    InvalidField { provider: &'static str, field: String, reason: String },
+}
+
+/// The providers [`build`] knows.
+pub const PROVIDERS: &[&str] = &[sandbox::PROVIDER];
+
+/// Make the connector for a channel account from its provider name and JSON settings.
+pub fn build(
+    provider: &str,
+    account_id: ChannelAccountId,
+    channel: Channel,
+    config_json: &serde_json::Value,
+    events: ProviderEvents,
+    ledger: Arc<SubmissionLedger>,
+) -> Result<Arc<dyn Connector>, ConfigError> {
+    match provider {
+        sandbox::PROVIDER => {
+            let config = SandboxConfig::from_json(config_json)?;
+            Ok(Arc::new(SandboxConnector::new(account_id, channel, config, events, ledger)))
+        }
+        other => Err(ConfigError::UnknownProvider(other.chars().take(64).collect())),
+    }
+}
+
+/// Deserialize a connector's settings, naming the offending field on error. `null` means "all
+/// defaults".
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
+    provider: &'static str,
+    json: &serde_json::Value,
+) -> Result<T, ConfigError> {
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let json = if json.is_null() { &empty } else { json };
+    serde_path_to_error::deserialize(json).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = e.inner().to_string();
+        let field = if path == "." { "(config)".to_string() } else { path };
+        ConfigError::InvalidField { provider, field, reason }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn try_build(provider: &str, config: serde_json::Value) -> Result<Arc<dyn Connector>, ConfigError> {
+        let (events, _r, _i) = ProviderEvents::channel();
+        let ledger = Arc::new(SubmissionLedger::in_memory());
+        build(provider, ChannelAccountId::new(), Channel::Sms, &config, events, ledger)
+    }
+
+    #[tokio::test]
+    async fn build_knows_the_sandbox() {
+        let c = try_build("sandbox", json!({})).unwrap();
+        assert_eq!(c.provider(), "sandbox");
+        assert!(try_build("sandbox", serde_json::Value::Null).is_ok());
+        assert!(try_build("sandbox", json!({"latency_ms": 5, "auto_reply": "hi", "seed": 7})).is_ok());
+    }
+
+    #[test]
+    fn build_refuses_an_unknown_provider_by_name() {
+        let err = try_build("carrier-pigeon", json!({})).err().unwrap();
+        assert_eq!(err, ConfigError::UnknownProvider("carrier-pigeon".into()));
+        assert!(err.to_string().contains("'carrier-pigeon'"), "{err}");
+        assert!(err.to_string().contains("sandbox"), "{err}");
+    }
+
+    #[test]
+    fn build_names_the_bad_field() {
+        let field_of = |config: serde_json::Value| match try_build("sandbox", config).err().unwrap() {
+            ConfigError::InvalidField { provider, field, reason } => {
+                assert_eq!(provider, "sandbox");
+                (field, reason)
+            }
+            other => panic!("{other:?}"),
+        };
+        let (field, reason) = field_of(json!({"latency_ms": "slow"}));
+        assert_eq!(field, "latency_ms", "{reason}");
+        let (field, _) = field_of(json!({"read_receipts": 1}));
+        assert_eq!(field, "read_receipts");
+        let (field, reason) = field_of(json!({"latency": 5}));
+        assert_eq!(field, "latency", "{reason}");
+        assert!(reason.contains("unknown field"), "{reason}");
+        let (field, _) = field_of(json!({"receipt_latency_ms": -1}));
+        assert_eq!(field, "receipt_latency_ms");
+        let (field, _) = field_of(json!({"auto_reply": ""}));
+        assert_eq!(field, "auto_reply");
+        let (field, _) = field_of(json!({"latency_ms": 600_000}));
+        assert_eq!(field, "latency_ms");
+        let (field, _) = field_of(json!("fast"));
+        assert_eq!(field, "(config)");
+        let err = try_build("sandbox", json!({"seed": "x"})).err().unwrap();
+        assert!(err.to_string().starts_with("invalid sandbox config: 'seed': "), "{err}");
+    }
+}

@@ -1,0 +1,183 @@
+//! Parley's use cases and background workers.
+//!
+//! The [`Engine`] accepts outbound messages (durably, before anyone is told "accepted"), runs the
+//! dispatcher that hands due messages to connectors under each channel account's rate limit and
+//! in-flight cap, and records what providers say afterwards (receipts, inbound messages). It
+//! depends on the domain, the store and the connectors, and never on HTTP types: the server
+//! translates requests into calls here.
+
+mod accept;
+mod dispatch;
+mod ingest;
+mod rate;
+mod registry;
+mod tenancy;
+
+pub use accept::{
+    AcceptOutcome, DEFAULT_VALIDITY_SECONDS, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec,
+};
+pub use dispatch::DispatchStats;
+pub use tenancy::{NewApiKey, hash_api_key};
+
+use parley_channels::SubmissionLedger;
+use parley_store::{Store, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no channel account for {0} in this workspace")]
+    NoChannelAccount(&'static str),
+    #[error("channel account {0} not found in this workspace")]
+    ChannelAccountNotFound(String),
+    #[error("channel account {account} is for {actual}, not {requested}")]
+    ChannelAccountMismatch { account: String, actual: &'static str, requested: &'static str },
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// How the engine's workers behave.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Names this process's leases; unique per process.
+    pub worker_id: String,
+    /// Run the dispatcher and the receipt writers in this process.
+    pub run_workers: bool,
+    /// Jobs claimed per claim.
+    pub claim_batch: u32,
+    /// How long a claim holds a job before another worker may take it.
+    pub lease_ms: i64,
+    /// Claimed jobs not yet finished, at most, across all channel accounts.
+    pub max_in_flight: usize,
+    /// How often an idle dispatcher looks for due jobs (scheduled messages, retries, expired
+    /// leases); new sends of this process wake it at once.
+    pub idle_poll_ms: u64,
+    /// At shutdown, how long in-flight sends may take before their jobs are given back.
+    pub shutdown_grace_ms: u64,
+    /// Where the sandbox records every submission it receives (None: memory only).
+    pub sandbox_ledger: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            worker_id: format!("w-{}", uuid_like()),
+            run_workers: true,
+            claim_batch: 512,
+            lease_ms: 30_000,
+            max_in_flight: 4096,
+            idle_poll_ms: 100,
+            shutdown_grace_ms: 10_000,
+            sandbox_ledger: None,
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    let bytes: [u8; 8] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// The running core of Parley. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    registry: registry::Registry,
+    /// Wakes the dispatcher when new work was committed by this process.
+    work_ready: tokio::sync::Notify,
+    /// Stops the dispatcher.
+    shutdown: CancellationToken,
+    /// Stops the receipt and inbound writers, after the dispatcher has ended.
+    writers_stop: CancellationToken,
+    writer_tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    dispatch_stats: dispatch::DispatchCounters,
+    auth_cache: tenancy::AuthCache,
+}
+
+impl Engine {
+    /// Build the engine over `store`. Call [`Engine::start`] to run its workers.
+    pub async fn new(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine> {
+        let ledger = Arc::new(
+            SubmissionLedger::open(config.sandbox_ledger.clone())
+                .map_err(|e| StoreError::Database(format!("cannot open the sandbox ledger: {e}")))?,
+        );
+        let (events, receipts_rx, inbound_rx) = parley_channels::ProviderEvents::channel();
+        let registry = registry::Registry::new(ledger, events);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                registry,
+                work_ready: tokio::sync::Notify::new(),
+                shutdown: CancellationToken::new(),
+                writers_stop: CancellationToken::new(),
+                writer_tasks: tokio::sync::Mutex::new(Vec::new()),
+                tasks: tokio::sync::Mutex::new(Vec::new()),
+                dispatch_stats: Default::default(),
+                auth_cache: Default::default(),
+            }),
+        };
+        engine.inner.registry.reload(engine.store().as_ref()).await?;
+        let mut tasks = engine.inner.writer_tasks.lock().await;
+        tasks.push(tokio::spawn(ingest::receipt_writer(engine.clone(), receipts_rx)));
+        tasks.push(tokio::spawn(ingest::inbound_writer(engine.clone(), inbound_rx)));
+        drop(tasks);
+        Ok(engine)
+    }
+
+    /// Start the dispatcher (if this process runs workers).
+    pub async fn start(&self) {
+        if self.inner.config.run_workers {
+            let handle = tokio::spawn(dispatch::run(self.clone()));
+            self.inner.tasks.lock().await.push(handle);
+        }
+    }
+
+    /// Stop claiming work, let in-flight sends finish (or give their jobs back), flush what was
+    /// learned, and return when everything is stored.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.work_ready.notify_waiters();
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock().await);
+        // The dispatcher first: it hands its last outcomes to the store before returning.
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.inner.registry.shutdown();
+        self.inner.writers_stop.cancel();
+        let writers = std::mem::take(&mut *self.inner.writer_tasks.lock().await);
+        for task in writers {
+            let _ = task.await;
+        }
+        if let Err(e) = self.inner.store.release_leases(&self.inner.config.worker_id).await {
+            tracing::warn!(error = %e, "could not release leases at shutdown");
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Every submission the sandbox connectors of this process received.
+    pub fn sandbox_ledger(&self) -> &Arc<SubmissionLedger> {
+        self.inner.registry.ledger()
+    }
+
+    pub fn dispatch_stats(&self) -> DispatchStats {
+        self.inner.dispatch_stats.snapshot()
+    }
+}

@@ -1,0 +1,328 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time, so every write goes to a single writer thread that owns the
+//! write connection and applies the writes of all concurrent callers in one transaction (group
+//! commit): a caller's `Ok` comes after the `COMMIT` that contains its write, and one `fsync`
+//! pays for the whole batch. Each caller's work runs inside its own `SAVEPOINT`, so one failing
+//! write does not undo its neighbours. Reads run on a small pool of read-only connections.
+//! Claiming dispatch jobs is a write too, which makes this the "single-writer path" that stands
+//! in for PostgreSQL's `SKIP LOCKED`.
+
+mod reads;
+mod rows;
+mod writes;
+
+use crate::{
+    ApiKey, CancelOutcome, ChannelAccount, ClaimBatch, CreateMessages, CreateOutcome, DispatchOutcome, FeedEvent,
+    MessageFilter, MessageStats, Result, Store, StoreError, Workspace,
+};
+use async_trait::async_trait;
+use parley_domain::{ApiKeyId, ChannelAccountId, InboundMessage, Message, MessageId, Millis, Receipt, WorkspaceId};
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+/// Writes applied in one transaction, at most.
+const MAX_BATCH: usize = 1024;
+const READERS: usize = 4;
+
+/// Work for the writer thread: runs inside the batch transaction and hands back what to do once
+/// the batch is committed (or has failed).
+type WriteJob = Box<dyn FnOnce(&Connection) -> Finisher + Send>;
+type Finisher = Box<dyn FnOnce(Result<()>) + Send>;
+
+pub struct SqliteStore {
+    writer: std::sync::mpsc::SyncSender<WriteJob>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable on
+    // power loss too, which group commit keeps affordable (one fsync per batch).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS parley_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM parley_migrations", [], |r| r.get(0))?;
+    for (version, sql) in MIGRATIONS {
+        if *version > current {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO parley_migrations (version, applied_at) VALUES (?1, ?2)",
+                rusqlite::params![version, Millis::now().0],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file at `path` and apply pending migrations.
+    pub async fn open(path: &str) -> Result<Self> {
+        let path = PathBuf::from(path);
+        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?
+    }
+
+    fn open_blocking(path: PathBuf) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut write_conn = open_connection(&path)?;
+        migrate(&mut write_conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = open_connection(&path)?;
+            conn.pragma_update(None, "query_only", "ON")?;
+            readers.push(conn);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<WriteJob>(MAX_BATCH * 8);
+        std::thread::Builder::new()
+            .name("parley-sqlite-writer".into())
+            .spawn(move || writer_loop(write_conn, rx))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore { writer: tx, readers: Arc::new(Mutex::new(readers)), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `work` in the next group-commit batch; its result is returned after the commit.
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<T>>();
+        let job: WriteJob = Box::new(move |conn: &Connection| {
+            let outcome = run_in_savepoint(conn, work);
+            Box::new(move |commit: Result<()>| {
+                let _ = done_tx.send(commit.and(outcome));
+            })
+        });
+        // The channel is bounded: when the writer falls behind, callers wait here (back-pressure)
+        // on a blocking thread rather than growing memory without limit.
+        let writer = self.writer.clone();
+        match writer.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || writer.send(job).map_err(|_| StoreError::Closed))
+                    .await
+                    .map_err(|e| StoreError::Database(e.to_string()))??;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        done_rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `work` on a read connection.
+    async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(|_| StoreError::Closed)?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = open_connection(&path)?;
+                    c.pragma_update(None, "query_only", "ON")?;
+                    c
+                }
+            };
+            let result = work(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                if pool.len() < READERS * 4 {
+                    pool.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+    }
+}
+
+fn run_in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT w")?;
+    match work(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE w")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO w; RELEASE w")?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteJob>) {
+    let mut finishers: Vec<Finisher> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = began {
+            tracing::error!(error = %e, "sqlite writer cannot begin a transaction");
+            // Fail this caller and keep serving; the next batch tries again.
+            first(&conn)(Err(StoreError::Database(e.to_string())));
+            continue;
+        }
+        finishers.push(first(&conn));
+        while finishers.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => finishers.push(job(&conn)),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| StoreError::Database(e.to_string()));
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for finish in finishers.drain(..) {
+            let result = match &committed {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Database(format!("commit failed: {e}"))),
+            };
+            finish(result);
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await?;
+        // The writer must be alive too, or nothing can be accepted.
+        self.write(|_| Ok(())).await
+    }
+
+    async fn create_workspace(&self, workspace: &Workspace) -> Result<()> {
+        let w = workspace.clone();
+        self.write(move |c| writes::create_workspace(c, &w)).await
+    }
+
+    async fn get_workspace(&self, id: WorkspaceId) -> Result<Option<Workspace>> {
+        self.read(move |c| reads::get_workspace(c, id)).await
+    }
+
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>> {
+        self.read(reads::list_workspaces).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()> {
+        let k = key.clone();
+        self.write(move |c| writes::create_api_key(c, &k)).await
+    }
+
+    async fn find_api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>> {
+        let h = hash.to_string();
+        self.read(move |c| reads::find_api_key_by_hash(c, &h)).await
+    }
+
+    async fn list_api_keys(&self, workspace: WorkspaceId) -> Result<Vec<ApiKey>> {
+        self.read(move |c| reads::list_api_keys(c, workspace)).await
+    }
+
+    async fn revoke_api_key(&self, workspace: WorkspaceId, id: ApiKeyId, now: Millis) -> Result<Option<ApiKey>> {
+        self.write(move |c| writes::revoke_api_key(c, workspace, id, now)).await
+    }
+
+    async fn create_channel_account(&self, account: &ChannelAccount) -> Result<()> {
+        let a = account.clone();
+        self.write(move |c| writes::create_channel_account(c, &a)).await
+    }
+
+    async fn get_channel_account(&self, workspace: WorkspaceId, id: ChannelAccountId) -> Result<Option<ChannelAccount>> {
+        self.read(move |c| reads::get_channel_account(c, workspace, id)).await
+    }
+
+    async fn all_channel_accounts(&self) -> Result<Vec<ChannelAccount>> {
+        self.read(|c| reads::list_channel_accounts(c, None)).await
+    }
+
+    async fn list_channel_accounts(&self, workspace: WorkspaceId) -> Result<Vec<ChannelAccount>> {
+        self.read(move |c| reads::list_channel_accounts(c, Some(workspace))).await
+    }
+
+    async fn create_messages(&self, request: CreateMessages) -> Result<CreateOutcome> {
+        self.write(move |c| writes::create_messages(c, &request)).await
+    }
+
+    async fn get_message(&self, workspace: WorkspaceId, id: MessageId, with_events: bool) -> Result<Option<Message>> {
+        self.read(move |c| reads::get_message(c, workspace, id, with_events)).await
+    }
+
+    async fn list_messages(&self, workspace: WorkspaceId, filter: &MessageFilter, limit: u32) -> Result<Vec<Message>> {
+        let f = filter.clone();
+        self.read(move |c| reads::list_messages(c, workspace, &f, limit)).await
+    }
+
+    async fn cancel_message(&self, workspace: WorkspaceId, id: MessageId, now: Millis) -> Result<CancelOutcome> {
+        self.write(move |c| writes::cancel_message(c, workspace, id, now)).await
+    }
+
+    async fn claim_jobs(&self, owner: &str, now: Millis, lease_ms: i64, limit: u32) -> Result<ClaimBatch> {
+        let owner = owner.to_string();
+        self.write(move |c| writes::claim_jobs(c, &owner, now, lease_ms, limit)).await
+    }
+
+    async fn record_outcomes(&self, outcomes: Vec<DispatchOutcome>) -> Result<()> {
+        self.write(move |c| writes::record_outcomes(c, &outcomes)).await
+    }
+
+    async fn record_receipts(&self, receipts: Vec<Receipt>) -> Result<()> {
+        self.write(move |c| writes::record_receipts(c, &receipts, Millis::now())).await
+    }
+
+    async fn record_inbound(&self, messages: Vec<InboundMessage>) -> Result<Vec<Message>> {
+        self.write(move |c| writes::record_inbound(c, &messages)).await
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_string();
+        self.write(move |c| writes::release_leases(c, &owner)).await
+    }
+
+    async fn events_after(&self, workspace: WorkspaceId, after: i64, limit: u32) -> Result<Vec<FeedEvent>> {
+        self.read(move |c| reads::events_after(c, workspace, after, limit)).await
+    }
+
+    async fn message_stats(&self, workspace: WorkspaceId) -> Result<MessageStats> {
+        self.read(move |c| reads::message_stats(c, workspace)).await
+    }
+
+    async fn delivery_latencies_ms(&self, workspace: WorkspaceId) -> Result<Vec<i64>> {
+        self.read(move |c| reads::delivery_latencies_ms(c, workspace)).await
+    }
+
+    async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {
+        self.write(move |c| {
+            Ok(c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([older_than.0])? as u64)
+        })
+        .await
+    }
+}

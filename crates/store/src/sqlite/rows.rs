@@ -1,0 +1,123 @@
+//! Turning SQLite rows into domain values. A value that does not parse is reported as
+//! `StoreError::Corrupt`, never a panic.
+
+use crate::{ApiKey, ChannelAccount, Result, StoreError, Workspace};
+use parley_domain::{
+    ApiKeyId, Channel, ChannelAccountId, Direction, ErrorInfo, EventId, EventKind, Message, MessageEvent, MessageId,
+    MessageState, Millis, Scopes, WorkspaceId,
+};
+use rusqlite::Row;
+
+pub const MESSAGE_COLUMNS: &str = "id, workspace_id, direction, channel, channel_account_id, to_address, from_address, \
+     status, content, send_at, expires_at, validity_seconds, metadata, client_reference, provider_message_id, attempts, \
+     error_code, error_detail, error_permanent, sequence, created_at, updated_at";
+
+pub const EVENT_COLUMNS: &str = "id, message_id, sequence, kind, occurred_at, recorded_at, applied, attempt, \
+     provider_message_id, error_code, error_detail, error_permanent, retry_at";
+
+pub fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} '{value}'"))
+}
+
+fn parse<T, E>(what: &str, value: String, f: impl FnOnce(&str) -> Result<T, E>) -> Result<T> {
+    f(&value).map_err(|_| corrupt(what, &value))
+}
+
+fn parse_opt<T>(what: &str, value: String, f: impl FnOnce(&str) -> Option<T>) -> Result<T> {
+    f(&value).ok_or_else(|| corrupt(what, &value))
+}
+
+fn error_info(code: Option<String>, detail: Option<String>, permanent: Option<bool>) -> Option<ErrorInfo> {
+    code.map(|code| ErrorInfo { code, detail: detail.unwrap_or_default(), permanent: permanent.unwrap_or(false) })
+}
+
+/// A message row selected with [`MESSAGE_COLUMNS`] (raw values first, so that a bad value is an
+/// error of ours rather than of the row API).
+pub fn message(row: &Row<'_>) -> Result<Message> {
+    let content: String = row.get(8)?;
+    let metadata: String = row.get(12)?;
+    Ok(Message {
+        id: parse("message id", row.get(0)?, MessageId::parse)?,
+        workspace_id: parse("workspace id", row.get(1)?, WorkspaceId::parse)?,
+        direction: parse_opt("direction", row.get(2)?, Direction::parse)?,
+        channel: parse_opt("channel", row.get(3)?, Channel::parse)?,
+        channel_account_id: parse("channel account id", row.get(4)?, ChannelAccountId::parse)?,
+        to: row.get(5)?,
+        from: row.get(6)?,
+        status: parse_opt("status", row.get(7)?, MessageState::parse)?,
+        content: serde_json::from_str(&content).map_err(|_| corrupt("content", &content))?,
+        send_at: row.get::<_, Option<i64>>(9)?.map(Millis),
+        expires_at: Millis(row.get(10)?),
+        validity_seconds: row.get(11)?,
+        metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("metadata", &metadata))?,
+        client_reference: row.get(13)?,
+        provider_message_id: row.get(14)?,
+        attempts: row.get(15)?,
+        error: error_info(row.get(16)?, row.get(17)?, row.get(18)?),
+        sequence: row.get(19)?,
+        created_at: Millis(row.get(20)?),
+        updated_at: Millis(row.get(21)?),
+        events: None,
+    })
+}
+
+/// An event row selected with [`EVENT_COLUMNS`].
+pub fn event(row: &Row<'_>) -> Result<MessageEvent> {
+    Ok(MessageEvent {
+        id: parse("event id", row.get(0)?, EventId::parse)?,
+        message_id: parse("message id", row.get(1)?, MessageId::parse)?,
+        sequence: row.get(2)?,
+        kind: parse_opt("event kind", row.get(3)?, EventKind::parse)?,
+        occurred_at: Millis(row.get(4)?),
+        recorded_at: Millis(row.get(5)?),
+        applied: row.get(6)?,
+        attempt: row.get(7)?,
+        provider_message_id: row.get(8)?,
+        error: error_info(row.get(9)?, row.get(10)?, row.get(11)?),
+        retry_at: row.get::<_, Option<i64>>(12)?.map(Millis),
+    })
+}
+
+pub fn workspace(row: &Row<'_>) -> Result<Workspace> {
+    Ok(Workspace {
+        id: parse("workspace id", row.get(0)?, WorkspaceId::parse)?,
+        name: row.get(1)?,
+        created_at: Millis(row.get(2)?),
+    })
+}
+
+pub const API_KEY_COLUMNS: &str = "id, workspace_id, name, prefix, hash, scopes, created_at, revoked_at";
+
+pub fn api_key(row: &Row<'_>) -> Result<ApiKey> {
+    let scopes: String = row.get(5)?;
+    Ok(ApiKey {
+        id: parse("API key id", row.get(0)?, ApiKeyId::parse)?,
+        workspace_id: parse("workspace id", row.get(1)?, WorkspaceId::parse)?,
+        name: row.get(2)?,
+        prefix: row.get(3)?,
+        hash: row.get(4)?,
+        scopes: Scopes::from_stored(&scopes),
+        created_at: Millis(row.get(6)?),
+        revoked_at: row.get::<_, Option<i64>>(7)?.map(Millis),
+    })
+}
+
+pub const CHANNEL_ACCOUNT_COLUMNS: &str = "id, workspace_id, channel, provider, name, config, rate_limit_per_second, \
+     max_in_flight, is_default, created_at, updated_at";
+
+pub fn channel_account(row: &Row<'_>) -> Result<ChannelAccount> {
+    let config: String = row.get(5)?;
+    Ok(ChannelAccount {
+        id: parse("channel account id", row.get(0)?, ChannelAccountId::parse)?,
+        workspace_id: parse("workspace id", row.get(1)?, WorkspaceId::parse)?,
+        channel: parse_opt("channel", row.get(2)?, Channel::parse)?,
+        provider: row.get(3)?,
+        name: row.get(4)?,
+        config: serde_json::from_str(&config).map_err(|_| corrupt("channel account config", &config))?,
+        rate_limit_per_second: row.get(6)?,
+        max_in_flight: row.get(7)?,
+        is_default: row.get(8)?,
+        created_at: Millis(row.get(9)?),
+        updated_at: Millis(row.get(10)?),
+    })
+}

@@ -1,0 +1,512 @@
+//! Writes, run on the writer thread inside the group-commit transaction (each in a savepoint).
+
+use super::reads::events_of;
+use super::rows::{self, MESSAGE_COLUMNS};
+use crate::{
+    ApiKey, CancelOutcome, ChannelAccount, ClaimBatch, ClaimedJob, CreateMessages, CreateOutcome, DispatchOutcome,
+    IDEMPOTENCY_TTL_MS, OutcomeKind, Result, Workspace,
+};
+use parley_domain::{
+    ApiKeyId, Direction, ErrorInfo, EventId, EventKind, InboundMessage, Message, MessageEvent, MessageId, MessageState,
+    Millis, Receipt, WorkspaceId,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub fn create_workspace(c: &Connection, w: &Workspace) -> Result<()> {
+    c.prepare_cached("INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![w.id.to_string(), w.name, w.created_at.0])?;
+    Ok(())
+}
+
+pub fn create_api_key(c: &Connection, k: &ApiKey) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO api_keys (id, workspace_id, name, prefix, hash, scopes, created_at, revoked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        k.id.to_string(),
+        k.workspace_id.to_string(),
+        k.name,
+        k.prefix,
+        k.hash,
+        k.scopes.to_stored(),
+        k.created_at.0,
+        k.revoked_at.map(|m| m.0)
+    ])?;
+    Ok(())
+}
+
+pub fn revoke_api_key(c: &Connection, workspace: WorkspaceId, id: ApiKeyId, now: Millis) -> Result<Option<ApiKey>> {
+    c.prepare_cached("UPDATE api_keys SET revoked_at = ?3 WHERE id = ?1 AND workspace_id = ?2 AND revoked_at IS NULL")?
+        .execute(params![id.to_string(), workspace.to_string(), now.0])?;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {} FROM api_keys WHERE id = ?1 AND workspace_id = ?2",
+        rows::API_KEY_COLUMNS
+    ))?;
+    let mut found = st.query(params![id.to_string(), workspace.to_string()])?;
+    found.next()?.map(rows::api_key).transpose()
+}
+
+pub fn create_channel_account(c: &Connection, a: &ChannelAccount) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO channel_accounts (id, workspace_id, channel, provider, name, config, rate_limit_per_second, \
+         max_in_flight, is_default, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        a.id.to_string(),
+        a.workspace_id.to_string(),
+        a.channel.as_str(),
+        a.provider,
+        a.name,
+        a.config.to_string(),
+        a.rate_limit_per_second,
+        a.max_in_flight,
+        a.is_default,
+        a.created_at.0,
+        a.updated_at.0
+    ])?;
+    Ok(())
+}
+
+fn insert_message(c: &Connection, m: &Message) -> Result<()> {
+    let content = serde_json::to_string(&m.content).map_err(|e| crate::StoreError::Database(e.to_string()))?;
+    let metadata = serde_json::to_string(&m.metadata).map_err(|e| crate::StoreError::Database(e.to_string()))?;
+    c.prepare_cached(&format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+    ))?
+    .execute(params![
+        m.id.to_string(),
+        m.workspace_id.to_string(),
+        m.direction.as_str(),
+        m.channel.as_str(),
+        m.channel_account_id.to_string(),
+        m.to,
+        m.from,
+        m.status.as_str(),
+        content,
+        m.send_at.map(|t| t.0),
+        m.expires_at.0,
+        m.validity_seconds,
+        metadata,
+        m.client_reference,
+        m.provider_message_id,
+        m.attempts,
+        m.error.as_ref().map(|e| e.code.as_str()),
+        m.error.as_ref().map(|e| e.detail.as_str()),
+        m.error.as_ref().map(|e| e.permanent),
+        m.sequence,
+        m.created_at.0,
+        m.updated_at.0
+    ])?;
+    Ok(())
+}
+
+fn insert_event(c: &Connection, workspace: WorkspaceId, e: &MessageEvent) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO message_events (id, message_id, workspace_id, sequence, kind, occurred_at, recorded_at, applied, \
+         attempt, provider_message_id, error_code, error_detail, error_permanent, retry_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+        e.id.to_string(),
+        e.message_id.to_string(),
+        workspace.to_string(),
+        e.sequence,
+        e.kind.as_str(),
+        e.occurred_at.0,
+        e.recorded_at.0,
+        e.applied,
+        e.attempt,
+        e.provider_message_id,
+        e.error.as_ref().map(|x| x.code.as_str()),
+        e.error.as_ref().map(|x| x.detail.as_str()),
+        e.error.as_ref().map(|x| x.permanent),
+        e.retry_at.map(|t| t.0)
+    ])?;
+    Ok(())
+}
+
+/// Details of an event beyond its kind and time.
+#[derive(Default)]
+struct EventExtra {
+    attempt: Option<i32>,
+    provider_message_id: Option<String>,
+    error: Option<ErrorInfo>,
+    retry_at: Option<Millis>,
+}
+
+/// Record an event on `m` (in memory and in the events table) and move its state when the event
+/// is a state the message can advance to. The caller saves `m` with [`save_progress`].
+fn append_event(c: &Connection, m: &mut Message, kind: EventKind, occurred_at: Millis, now: Millis, extra: EventExtra) -> Result<bool> {
+    let applied = kind.state().is_some_and(|s| m.status.can_advance_to(s));
+    m.sequence += 1;
+    let event = MessageEvent {
+        id: EventId::new(),
+        message_id: m.id,
+        sequence: m.sequence,
+        kind,
+        occurred_at,
+        recorded_at: now,
+        applied,
+        attempt: extra.attempt,
+        provider_message_id: extra.provider_message_id,
+        error: extra.error.clone(),
+        retry_at: extra.retry_at,
+    };
+    insert_event(c, m.workspace_id, &event)?;
+    if let (true, Some(state)) = (applied, kind.state()) {
+        m.status = state;
+        if state.is_failure() {
+            m.error = extra.error;
+        }
+    }
+    m.updated_at = now;
+    Ok(applied)
+}
+
+/// Write back the fields that events and dispatch change.
+fn save_progress(c: &Connection, m: &Message) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, provider_message_id = ?6, \
+         error_code = ?7, error_detail = ?8, error_permanent = ?9 WHERE id = ?1",
+    )?
+    .execute(params![
+        m.id.to_string(),
+        m.status.as_str(),
+        m.sequence,
+        m.updated_at.0,
+        m.attempts,
+        m.provider_message_id,
+        m.error.as_ref().map(|e| e.code.as_str()),
+        m.error.as_ref().map(|e| e.detail.as_str()),
+        m.error.as_ref().map(|e| e.permanent)
+    ])?;
+    Ok(())
+}
+
+fn load_message(c: &Connection, id: MessageId) -> Result<Option<Message>> {
+    let mut st = c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"))?;
+    let mut found = st.query([id.to_string()])?;
+    found.next()?.map(rows::message).transpose()
+}
+
+fn delete_job(c: &Connection, id: MessageId) -> Result<()> {
+    c.prepare_cached("DELETE FROM dispatch_jobs WHERE message_id = ?1")?.execute([id.to_string()])?;
+    Ok(())
+}
+
+pub fn create_messages(c: &Connection, req: &CreateMessages) -> Result<CreateOutcome> {
+    if let Some(idem) = &req.idempotency {
+        let existing = c
+            .prepare_cached(
+                "SELECT request_hash, response_status, response_body, created_at FROM idempotency_keys \
+                 WHERE workspace_id = ?1 AND key = ?2",
+            )?
+            .query_row(params![req.workspace_id.to_string(), idem.key], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u16>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, i64>(3)?))
+            })
+            .optional()?;
+        match existing {
+            Some((hash, status, body, created_at)) if created_at > req.now.0 - IDEMPOTENCY_TTL_MS => {
+                return Ok(if hash == idem.request_hash {
+                    CreateOutcome::Replayed { status, body }
+                } else {
+                    CreateOutcome::KeyReused
+                });
+            }
+            _ => {}
+        }
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency_keys (workspace_id, key, request_hash, response_status, response_body, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            req.workspace_id.to_string(),
+            idem.key,
+            idem.request_hash,
+            idem.response_status,
+            idem.response_body,
+            req.now.0
+        ])?;
+    }
+    for new in &req.messages {
+        insert_message(c, &new.message)?;
+        for e in &new.events {
+            insert_event(c, new.message.workspace_id, e)?;
+        }
+        c.prepare_cached(
+            "INSERT INTO dispatch_jobs (message_id, workspace_id, channel_account_id, due_at, attempt, lease_owner, \
+             lease_until, created_at) VALUES (?1, ?2, ?3, ?4, 0, NULL, NULL, ?5)",
+        )?
+        .execute(params![
+            new.message.id.to_string(),
+            new.message.workspace_id.to_string(),
+            new.message.channel_account_id.to_string(),
+            new.due_at.0,
+            req.now.0
+        ])?;
+    }
+    Ok(CreateOutcome::Created)
+}
+
+pub fn cancel_message(c: &Connection, workspace: WorkspaceId, id: MessageId, now: Millis) -> Result<CancelOutcome> {
+    let Some(mut m) = load_message(c, id)?.filter(|m| m.workspace_id == workspace) else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    if !m.status.is_cancelable() {
+        return Ok(CancelOutcome::NotCancelable(m.status));
+    }
+    let job = c
+        .prepare_cached("SELECT lease_until FROM dispatch_jobs WHERE message_id = ?1")?
+        .query_row([id.to_string()], |r| r.get::<_, Option<i64>>(0))
+        .optional()?;
+    match job {
+        None => return Ok(CancelOutcome::NotCancelable(m.status)),
+        Some(Some(lease_until)) if lease_until > now.0 => return Ok(CancelOutcome::InFlight),
+        Some(_) => {}
+    }
+    append_event(c, &mut m, EventKind::Canceled, now, now, EventExtra::default())?;
+    save_progress(c, &m)?;
+    delete_job(c, id)?;
+    Ok(CancelOutcome::Canceled(m))
+}
+
+pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit: u32) -> Result<ClaimBatch> {
+    let due: Vec<(String, i32)> = {
+        let mut st = c.prepare_cached(
+            "SELECT message_id, attempt FROM dispatch_jobs WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+             ORDER BY due_at LIMIT ?2",
+        )?;
+        let mapped = st.query_map(params![now.0, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        mapped.collect::<Result<_, _>>()?
+    };
+    let lease_until = now.plus_millis(lease_ms);
+    let mut batch = ClaimBatch::default();
+    for (raw_id, previous_attempt) in due {
+        let id = MessageId::parse(&raw_id).map_err(|_| rows::corrupt("message id", &raw_id))?;
+        let Some(mut m) = load_message(c, id)? else {
+            delete_job(c, id)?;
+            continue;
+        };
+        if m.status.is_final() || matches!(m.status, MessageState::Sent | MessageState::Delivered) {
+            delete_job(c, id)?;
+            continue;
+        }
+        if m.expires_at <= now {
+            let error = expired_error();
+            append_event(c, &mut m, EventKind::Expired, now, now, EventExtra { error: Some(error), ..Default::default() })?;
+            save_progress(c, &m)?;
+            delete_job(c, id)?;
+            batch.expired.push(id);
+            continue;
+        }
+        let attempt = previous_attempt + 1;
+        c.prepare_cached("UPDATE dispatch_jobs SET lease_owner = ?2, lease_until = ?3, attempt = ?4 WHERE message_id = ?1")?
+            .execute(params![raw_id, owner, lease_until.0, attempt])?;
+        if m.status == MessageState::Scheduled {
+            append_event(c, &mut m, EventKind::Queued, now, now, EventExtra::default())?;
+        }
+        if m.status != MessageState::Sending {
+            append_event(c, &mut m, EventKind::Sending, now, now, EventExtra { attempt: Some(attempt), ..Default::default() })?;
+        }
+        m.attempts = attempt;
+        m.updated_at = now;
+        save_progress(c, &m)?;
+        batch.jobs.push(ClaimedJob { message: m, attempt, lease_until });
+    }
+    Ok(batch)
+}
+
+pub fn expired_error() -> ErrorInfo {
+    ErrorInfo {
+        code: "validity_expired".into(),
+        detail: "the message's validity ran out before it could be sent".into(),
+        permanent: true,
+    }
+}
+
+pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<()> {
+    let now = Millis::now();
+    for o in outcomes {
+        let Some(mut m) = load_message(c, o.message_id)? else { continue };
+        let attempt = Some(o.attempt);
+        match &o.kind {
+            OutcomeKind::Sent { provider_message_id } => {
+                m.provider_message_id = Some(provider_message_id.clone());
+                m.error = None;
+                let extra = EventExtra { attempt, provider_message_id: Some(provider_message_id.clone()), ..Default::default() };
+                append_event(c, &mut m, EventKind::Sent, o.at, now, extra)?;
+                delete_job(c, o.message_id)?;
+                apply_pending_receipts(c, &mut m, now)?;
+            }
+            OutcomeKind::Retry { error, retry_at } => {
+                m.error = Some(error.clone());
+                let extra = EventExtra { attempt, error: Some(error.clone()), retry_at: Some(*retry_at), ..Default::default() };
+                append_event(c, &mut m, EventKind::AttemptFailed, o.at, now, extra)?;
+                c.prepare_cached(
+                    "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL WHERE message_id = ?1",
+                )?
+                .execute(params![o.message_id.to_string(), retry_at.0])?;
+            }
+            OutcomeKind::Failed { error } | OutcomeKind::Expired { error } => {
+                let kind = if matches!(o.kind, OutcomeKind::Failed { .. }) { EventKind::Failed } else { EventKind::Expired };
+                append_event(c, &mut m, kind, o.at, now, EventExtra { attempt, error: Some(error.clone()), ..Default::default() })?;
+                delete_job(c, o.message_id)?;
+            }
+            OutcomeKind::Release { due_at } => {
+                c.prepare_cached(
+                    "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL, \
+                     attempt = MAX(attempt - 1, 0) WHERE message_id = ?1",
+                )?
+                .execute(params![o.message_id.to_string(), due_at.0])?;
+                m.attempts = (m.attempts - 1).max(0);
+            }
+        }
+        save_progress(c, &m)?;
+    }
+    Ok(())
+}
+
+fn apply_receipt(c: &Connection, m: &mut Message, r: &Receipt, now: Millis) -> Result<()> {
+    let extra = EventExtra { provider_message_id: Some(r.provider_message_id.clone()), error: r.error.clone(), ..Default::default() };
+    append_event(c, m, EventKind::from(r.state), r.occurred_at, now, extra)?;
+    Ok(())
+}
+
+fn apply_pending_receipts(c: &Connection, m: &mut Message, now: Millis) -> Result<()> {
+    let Some(provider_id) = m.provider_message_id.clone() else { return Ok(()) };
+    let pending: Vec<(i64, String, i64, Option<String>, Option<String>, Option<bool>)> = {
+        let mut st = c.prepare_cached(
+            "SELECT id, state, occurred_at, error_code, error_detail, error_permanent FROM pending_receipts \
+             WHERE channel_account_id = ?1 AND provider_message_id = ?2 ORDER BY occurred_at, id",
+        )?;
+        let mapped = st.query_map(params![m.channel_account_id.to_string(), provider_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?;
+        mapped.collect::<Result<_, _>>()?
+    };
+    for (row_id, state, occurred_at, code, detail, permanent) in pending {
+        let state = MessageState::parse(&state).ok_or_else(|| rows::corrupt("receipt state", &state))?;
+        let receipt = Receipt {
+            channel_account_id: m.channel_account_id,
+            provider_message_id: provider_id.clone(),
+            state,
+            occurred_at: Millis(occurred_at),
+            error: code.map(|code| ErrorInfo { code, detail: detail.unwrap_or_default(), permanent: permanent.unwrap_or(false) }),
+        };
+        apply_receipt(c, m, &receipt, now)?;
+        c.prepare_cached("DELETE FROM pending_receipts WHERE id = ?1")?.execute([row_id])?;
+    }
+    Ok(())
+}
+
+fn find_by_provider_id(c: &Connection, r: &Receipt) -> Result<Option<Message>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_account_id = ?1 AND provider_message_id = ?2 \
+         AND direction = 'outbound' ORDER BY id DESC LIMIT 1"
+    ))?;
+    let mut found = st.query(params![r.channel_account_id.to_string(), r.provider_message_id])?;
+    found.next()?.map(rows::message).transpose()
+}
+
+pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Result<()> {
+    for r in receipts {
+        match find_by_provider_id(c, r)? {
+            Some(mut m) => {
+                apply_receipt(c, &mut m, r, now)?;
+                save_progress(c, &m)?;
+            }
+            None => {
+                c.prepare_cached(
+                    "INSERT INTO pending_receipts (channel_account_id, provider_message_id, state, occurred_at, \
+                     error_code, error_detail, error_permanent, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    r.channel_account_id.to_string(),
+                    r.provider_message_id,
+                    r.state.as_str(),
+                    r.occurred_at.0,
+                    r.error.as_ref().map(|e| e.code.as_str()),
+                    r.error.as_ref().map(|e| e.detail.as_str()),
+                    r.error.as_ref().map(|e| e.permanent),
+                    now.0
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn record_inbound(c: &Connection, inbound: &[InboundMessage]) -> Result<Vec<Message>> {
+    let mut stored = Vec::new();
+    for i in inbound {
+        let exists = c
+            .prepare_cached("SELECT 1 FROM messages WHERE channel_account_id = ?1 AND provider_message_id = ?2")?
+            .query_row(params![i.channel_account_id.to_string(), i.provider_message_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if exists {
+            continue;
+        }
+        let account = c
+            .prepare_cached("SELECT workspace_id, channel, name FROM channel_accounts WHERE id = ?1")?
+            .query_row([i.channel_account_id.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .optional()?;
+        let Some((workspace, channel, account_name)) = account else { continue };
+        let now = Millis::now();
+        let mut m = Message {
+            id: MessageId::new(),
+            workspace_id: WorkspaceId::parse(&workspace).map_err(|_| rows::corrupt("workspace id", &workspace))?,
+            direction: Direction::Inbound,
+            channel: parley_domain::Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
+            channel_account_id: i.channel_account_id,
+            to: i.to.clone().unwrap_or(account_name),
+            from: Some(i.from.clone()),
+            status: MessageState::Received,
+            content: i.content.clone(),
+            send_at: None,
+            expires_at: i.received_at,
+            validity_seconds: 0,
+            metadata: Default::default(),
+            client_reference: None,
+            provider_message_id: Some(i.provider_message_id.clone()),
+            attempts: 0,
+            error: None,
+            sequence: 1,
+            created_at: now,
+            updated_at: now,
+            events: None,
+        };
+        insert_message(c, &m)?;
+        let event = MessageEvent {
+            id: EventId::new(),
+            message_id: m.id,
+            sequence: 1,
+            kind: EventKind::Received,
+            occurred_at: i.received_at,
+            recorded_at: now,
+            applied: true,
+            attempt: None,
+            provider_message_id: Some(i.provider_message_id.clone()),
+            error: None,
+            retry_at: None,
+        };
+        insert_event(c, m.workspace_id, &event)?;
+        m.events = Some(events_of(c, m.id)?);
+        stored.push(m);
+    }
+    Ok(stored)
+}
+
+pub fn release_leases(c: &Connection, owner: &str) -> Result<u64> {
+    let n = c
+        .prepare_cached(
+            "UPDATE dispatch_jobs SET lease_owner = NULL, lease_until = NULL, attempt = MAX(attempt - 1, 0) \
+             WHERE lease_owner = ?1",
+        )?
+        .execute([owner])?;
+    Ok(n as u64)
+}
