@@ -1,0 +1,230 @@
+//! Parley's configuration: defaults, then `parley.toml` (or `--config`), then `PARLEY_*`
+//! environment variables (nested keys with `__`, e.g. `PARLEY_DISPATCHER__CLAIM_BATCH`), then
+//! command-line flags. Loaded and checked once at start; a bad value stops start-up with a
+//! message naming the key.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Where the embedded database and the sandbox's records live.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; unset for SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter: `info`, `parley_engine=debug,info`, …
+    pub log_level: String,
+    /// Serve the HTTP API in this process.
+    pub api: bool,
+    /// Run the dispatcher and other workers in this process.
+    pub workers: bool,
+    pub dispatcher: DispatcherConfig,
+    pub sandbox: SandboxSettings,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatcherConfig {
+    /// Jobs claimed at once (1 to 10,000).
+    pub claim_batch: u32,
+    /// How long a claim holds a job (10 to 3,600 s).
+    pub lease_seconds: u32,
+    /// Sends in progress at once in this process (1 to 100,000).
+    pub max_in_flight: usize,
+    /// How often an idle dispatcher looks for due work (10 to 60,000 ms).
+    pub idle_poll_ms: u64,
+    /// At shutdown, how long in-flight sends may take (0 to 300 s).
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// Record every submission the sandbox receives in `data_dir/sandbox-submissions.log`.
+    pub ledger: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("parley-data"),
+            database_url: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            api: true,
+            workers: true,
+            dispatcher: DispatcherConfig::default(),
+            sandbox: SandboxSettings::default(),
+        }
+    }
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        let engine = parley_engine::EngineConfig::default();
+        DispatcherConfig {
+            claim_batch: engine.claim_batch,
+            lease_seconds: (engine.lease_ms / 1000) as u32,
+            max_in_flight: engine.max_in_flight,
+            idle_poll_ms: engine.idle_poll_ms,
+            shutdown_grace_seconds: engine.shutdown_grace_ms / 1000,
+        }
+    }
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings { ledger: true }
+    }
+}
+
+/// Environment variables that the client commands read, not the server's configuration.
+const CLIENT_VARIABLES: &[&str] = &["key", "url"];
+
+impl Config {
+    /// Load from `file` (default `parley.toml` if it exists), the environment and `overrides`.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    anyhow::bail!("configuration file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("parley.toml")),
+        }
+        let env = Env::prefixed("PARLEY_")
+            .split("__")
+            .filter(|key| !key.as_str().starts_with("test_") && !CLIENT_VARIABLES.contains(&key.as_str()));
+        let config: Config = figment
+            .merge(env)
+            .merge(overrides)
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let d = &self.dispatcher;
+        let checks: [(&str, bool, &str); 5] = [
+            ("dispatcher.claim_batch", (1..=10_000).contains(&d.claim_batch), "1 to 10000"),
+            ("dispatcher.lease_seconds", (10..=3_600).contains(&d.lease_seconds), "10 to 3600"),
+            ("dispatcher.max_in_flight", (1..=100_000).contains(&d.max_in_flight), "1 to 100000"),
+            ("dispatcher.idle_poll_ms", (10..=60_000).contains(&d.idle_poll_ms), "10 to 60000"),
+            ("dispatcher.shutdown_grace_seconds", d.shutdown_grace_seconds <= 300, "0 to 300"),
+        ];
+        for (key, ok, range) in checks {
+            if !ok {
+                anyhow::bail!("invalid configuration: '{key}' must be {range}");
+            }
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
+                anyhow::bail!("invalid configuration: 'database_url' must start with postgres:// or sqlite://");
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            anyhow::bail!("invalid configuration: 'log_level' is not a valid filter: '{}'", self.log_level);
+        }
+        Ok(())
+    }
+
+    /// The database to open: `database_url`, or the SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("parley.db").display()),
+        }
+    }
+
+    pub fn engine_config(&self) -> parley_engine::EngineConfig {
+        let d = &self.dispatcher;
+        parley_engine::EngineConfig {
+            run_workers: self.workers,
+            claim_batch: d.claim_batch,
+            lease_ms: i64::from(d.lease_seconds) * 1000,
+            max_in_flight: d.max_in_flight,
+            idle_poll_ms: d.idle_poll_ms,
+            shutdown_grace_ms: d.shutdown_grace_seconds * 1000,
+            sandbox_ledger: self.sandbox.ledger.then(|| self.data_dir.join("sandbox-submissions.log")),
+            ..Default::default()
+        }
+    }
+}
+
+/// figment's message, with the key it concerns (and the source that set it).
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { String::new() } else { format!("'{}': ", e.path.join(".")) };
+            let source = e.metadata.as_ref().map(|m| format!(" (from {})", m.name)).unwrap_or_default();
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        figment::Jail::expect_with(|_jail| {
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 8080);
+            assert!(c.database_url().starts_with("sqlite://"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_and_environment_are_read_and_bad_keys_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("parley.toml", "listen = \"127.0.0.1:9999\"\n[dispatcher]\nclaim_batch = 7\n")?;
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen.port(), 9999);
+            assert_eq!(c.dispatcher.claim_batch, 7);
+            jail.set_env("PARLEY_DISPATCHER__CLAIM_BATCH", "9");
+            jail.set_env("PARLEY_TEST_POSTGRES_URL", "ignored");
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert_eq!(c.dispatcher.claim_batch, 9);
+            jail.set_env("PARLEY_LISTEN", "not an address");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("'listen'"), "{e}");
+            jail.set_env("PARLEY_LISTEN", "127.0.0.1:1");
+            jail.set_env("PARLEY_LISTN", "typo");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("listn"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("PARLEY_DISPATCHER__LEASE_SECONDS", "1");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("dispatcher.lease_seconds"), "{e}");
+            Ok(())
+        });
+    }
+}

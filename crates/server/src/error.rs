@@ -1,0 +1,151 @@
+//! The one error type of the API and its RFC 9457 `application/problem+json` form.
+//!
+//! Every error has a stable `code` that clients branch on; [`CODES`] lists them with their
+//! titles, and `/problems/{code}` serves a short page for each. A 500 never says more than
+//! "internal error" to the client; its cause is logged with the request id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// One offending parameter of a request.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct InvalidParam {
+    /// The parameter's path: `to`, `content.text`, `messages[3].channel`.
+    pub name: String,
+    pub reason: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A relative URI of a page that explains the problem: `/problems/<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable: clients branch on this, never on `detail`.
+    pub code: String,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_params: Vec<InvalidParam>,
+    /// Added to every problem by the request-id middleware.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Every error code the API answers with, its status and title.
+pub const CODES: &[(&str, u16, &str, &str)] = &[
+    ("malformed_json", 400, "Malformed JSON", "The body is not valid JSON. The detail names the line and column."),
+    ("invalid_query", 400, "Invalid query parameters", "A query parameter has the wrong form; `invalid_params` names it."),
+    ("invalid_cursor", 400, "Invalid cursor", "Use the `next_cursor` of a previous page unchanged."),
+    ("invalid_header", 400, "Invalid header", "A header has the wrong form (for example an empty or over-long Idempotency-Key)."),
+    ("unauthorized", 401, "Missing or invalid API key", "Send `Authorization: Bearer <key>` with an active API key."),
+    ("forbidden", 403, "API key lacks a scope", "The key is valid but lacks the scope this route needs; the detail names it."),
+    ("not_found", 404, "Not found", "Nothing with that id exists in your workspace."),
+    ("method_not_allowed", 405, "Method not allowed", "The path exists but not with this method."),
+    ("message_not_cancelable", 409, "Message can no longer be canceled", "It has been handed to a provider or has ended."),
+    ("message_in_flight", 409, "Message is being sent", "A dispatcher is handing it to the provider right now; it can no longer be canceled."),
+    ("payload_too_large", 413, "Payload too large", "Request bodies are limited to 1 MiB."),
+    ("unsupported_media_type", 415, "Unsupported media type", "Send `Content-Type: application/json`."),
+    ("validation_failed", 422, "Validation failed", "The request is well-formed but some values are not acceptable; `invalid_params` names them."),
+    ("unknown_field", 422, "Unknown field", "The body has a field this route does not know; `invalid_params` names it."),
+    ("invalid_phone_number", 422, "Invalid phone number", "The number is not valid for any region; write it with + and the country code, or give default_region."),
+    ("channel_account_not_found", 422, "Channel account not found", "The channel account does not exist in this workspace, or is for another channel."),
+    ("no_channel_account", 422, "No channel account", "The workspace has no channel account for this channel."),
+    ("idempotency_key_reused", 422, "Idempotency key reused", "This Idempotency-Key was used in the last 24 hours with a different request."),
+    ("too_many_messages", 422, "Too many messages", "A batch takes at most 1,000 messages."),
+    ("internal_error", 500, "Internal error", "A bug on our side. It was logged with the request id."),
+    ("unavailable", 503, "Service unavailable", "The database cannot be reached or the server is shutting down. Try again shortly."),
+];
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+impl ApiError {
+    pub fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        let status = CODES
+            .iter()
+            .find(|(c, ..)| *c == code)
+            .and_then(|(_, s, ..)| StatusCode::from_u16(*s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError { status, code, detail: detail.into(), invalid_params: Vec::new() }
+    }
+
+    pub fn with_param(mut self, name: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.invalid_params.push(InvalidParam { name: name.into(), reason: reason.into() });
+        self
+    }
+
+    pub fn with_params(mut self, params: Vec<InvalidParam>) -> Self {
+        self.invalid_params.extend(params);
+        self
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::new("not_found", format!("{what} not found"))
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "internal error");
+        ApiError::new("internal_error", "An internal error occurred; it has been logged with the request id.")
+    }
+
+    pub fn problem(&self) -> Problem {
+        let title = CODES.iter().find(|(c, ..)| *c == self.code).map_or("Error", |(_, _, t, _)| t);
+        Problem {
+            type_: format!("/problems/{}", self.code),
+            title: title.to_string(),
+            status: self.status.as_u16(),
+            code: self.code.to_string(),
+            detail: self.detail.clone(),
+            invalid_params: self.invalid_params.clone(),
+            request_id: None,
+        }
+    }
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<parley_engine::EngineError> for ApiError {
+    fn from(e: parley_engine::EngineError) -> Self {
+        use parley_engine::EngineError as E;
+        match e {
+            E::NoChannelAccount(channel) => ApiError::new("no_channel_account", format!("no channel account for {channel}"))
+                .with_param("channel", "no channel account for this channel"),
+            E::ChannelAccountNotFound(_) | E::ChannelAccountMismatch { .. } => {
+                let detail = e.to_string();
+                ApiError::new("channel_account_not_found", detail.clone()).with_param("channel_account_id", detail)
+            }
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<parley_store::StoreError> for ApiError {
+    fn from(e: parley_store::StoreError) -> Self {
+        match e {
+            parley_store::StoreError::Closed => ApiError::new("unavailable", "the server is shutting down"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,427 @@
+//! `/v1/messages`: send (one or a batch), read, list and cancel outbound messages.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
+use crate::extract::{Auth, Invalid, JsonBytes, Query, idempotency_key, parse_json, from_value};
+use crate::routes::{List, decode_cursor, encode_cursor, page_limit};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use parley_domain::{Address, AddressError, Channel, ChannelAccountId, Content, E164, Message, MessageId, MessageState, Millis, Scope};
+use parley_engine::{AcceptOutcome, EngineError, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec};
+use parley_store::{CancelOutcome, MessageFilter};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub const MAX_BATCH: usize = 1000;
+pub const MAX_METADATA_KEYS: usize = 16;
+/// How far ahead `send_at` may lie.
+pub const MAX_SCHEDULE_DAYS: i64 = 90;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send_message, list_messages))
+        .routes(routes!(send_batch))
+        .routes(routes!(get_message))
+        .routes(routes!(cancel_message))
+}
+
+/// A message to send.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"to": "+49 151 23456789", "channel": "sms", "content": {"type": "text", "text": "Your code is 123456"}}))]
+pub struct SendMessageRequest {
+    /// The recipient: a phone number in any common written form (normalised to E.164), or a web
+    /// chat visitor id for `webchat`.
+    pub to: String,
+    pub channel: Channel,
+    /// ISO 3166-1 alpha-2 region for numbers written without a country code (`DE`, `IN`).
+    #[serde(default)]
+    pub default_region: Option<String>,
+    /// Send through this channel account instead of the workspace's default for the channel.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub channel_account_id: Option<String>,
+    pub content: Content,
+    /// Send at this time (RFC 3339) instead of now; at most 90 days ahead.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub send_at: Option<String>,
+    /// Give up if it cannot be handed to the provider within this many seconds (counted from
+    /// `send_at` or now): 5 to 1,209,600; default 172,800 (48 h).
+    #[serde(default)]
+    pub validity_seconds: Option<i64>,
+    /// Up to 16 string pairs, returned with the message and its events.
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Your own reference (at most 256 characters).
+    #[serde(default)]
+    pub client_reference: Option<String>,
+}
+
+/// Check a request and turn it into what the engine takes; `prefix` names fields of batch items.
+fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError> {
+    let name = |field: &str| if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
+    let to = match Address::parse(req.channel, &req.to, req.default_region.as_deref()) {
+        Ok(address) => Some(address),
+        Err(e @ AddressError::InvalidPhoneNumber { .. }) => {
+            return Err(ApiError::new("invalid_phone_number", e.to_string()).with_param(name("to"), "not a valid phone number"));
+        }
+        Err(e @ AddressError::UnknownRegion(_)) => {
+            return Err(ApiError::new("validation_failed", e.to_string()).with_param(name("default_region"), e.to_string()));
+        }
+        Err(e) => return Err(ApiError::new("validation_failed", e.to_string()).with_param(name("to"), e.to_string())),
+    };
+    let mut invalid = Invalid::default();
+    if let Err(e) = req.content.validate() {
+        invalid.add(name(&format!("content.{}", e.field)), e.reason);
+    }
+    let channel_account_id = match req.channel_account_id.as_deref().map(ChannelAccountId::parse) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => {
+            invalid.add(name("channel_account_id"), e.to_string());
+            None
+        }
+    };
+    let now = Millis::now();
+    let send_at = match req.send_at.as_deref().map(Millis::parse_rfc3339) {
+        None => None,
+        Some(Ok(at)) if at > now.plus_seconds(MAX_SCHEDULE_DAYS * 86_400) => {
+            invalid.add(name("send_at"), format!("must be at most {MAX_SCHEDULE_DAYS} days ahead"));
+            None
+        }
+        Some(Ok(at)) => Some(at),
+        Some(Err(reason)) => {
+            invalid.add(name("send_at"), reason);
+            None
+        }
+    };
+    if let Some(v) = req.validity_seconds.filter(|v| !(MIN_VALIDITY_SECONDS..=MAX_VALIDITY_SECONDS).contains(v)) {
+        invalid.add(name("validity_seconds"), format!("{v} is outside {MIN_VALIDITY_SECONDS} to {MAX_VALIDITY_SECONDS}"));
+    }
+    let metadata = req.metadata.unwrap_or_default();
+    if metadata.len() > MAX_METADATA_KEYS {
+        invalid.add(name("metadata"), format!("has {} keys; at most {MAX_METADATA_KEYS} are allowed", metadata.len()));
+    }
+    for (k, v) in &metadata {
+        if k.is_empty() || k.chars().count() > 40 || v.chars().count() > 500 {
+            invalid.add(name(&format!("metadata.{}", k.chars().take(40).collect::<String>())), "keys need 1 to 40 characters and values at most 500");
+        }
+    }
+    if let Some(r) = req.client_reference.as_ref().filter(|r| r.is_empty() || r.chars().count() > 256) {
+        invalid.add(name("client_reference"), format!("must be 1 to 256 characters, not {}", r.chars().count()));
+    }
+    invalid.into_result()?;
+    Ok(SendSpec {
+        channel: req.channel,
+        to: to.ok_or_else(|| ApiError::internal("address missing after validation"))?,
+        channel_account_id,
+        content: req.content,
+        send_at,
+        validity_seconds: req.validity_seconds,
+        metadata,
+        client_reference: req.client_reference,
+    })
+}
+
+/// The request fingerprint that an idempotency key is bound to: the route and the body's JSON
+/// in canonical form (keys sorted, no whitespace), so that formatting does not matter.
+fn fingerprint(route: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+fn json_response(status: u16, body: Vec<u8>, replayed: bool, location: Option<String>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn accepted_response(outcome: AcceptOutcome, location: Option<String>) -> ApiResult<Response> {
+    match outcome {
+        AcceptOutcome::Created { status, body } => Ok(json_response(status, body, false, location)),
+        AcceptOutcome::Replayed { status, body } => Ok(json_response(status, body, true, location)),
+        AcceptOutcome::KeyReused => Err(ApiError::new(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used in the last 24 hours with a different request",
+        )
+        .with_param("Idempotency-Key", "already used with a different request")),
+    }
+}
+
+fn problem_bytes(e: &ApiError) -> Vec<u8> {
+    serde_json::to_vec(&e.problem()).unwrap_or_default()
+}
+
+/// Send a message.
+///
+/// Answers 202 once the message is stored durably: a crash after this answer does not lose it.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages",
+    request_body = SendMessageRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h; 1 to 255 visible ASCII characters")),
+    responses(
+        (status = 202, description = "Accepted; stored durably", body = Message,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is a replay"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks messages:write", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid values (invalid_phone_number, validation_failed, unknown_field, idempotency_key_reused, …)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+async fn send_message(State(state): State<AppState>, auth: Auth, headers: HeaderMap, JsonBytes(body): JsonBytes) -> ApiResult<Response> {
+    auth.require(Scope::MessagesWrite)?;
+    let key = idempotency_key(&headers)?;
+    let request: SendMessageRequest = parse_json(&body, "")?;
+    let spec = validate(request, "")?;
+    let idempotency = key.map(|key| IdempotencyInput { key, request_hash: fingerprint("POST /v1/messages", &body) });
+    let mut location = None;
+    let outcome = state
+        .engine
+        .accept(auth.workspace(), vec![spec], idempotency, |items: &[Result<Message, EngineError>]| match items.first() {
+            Some(Ok(m)) => {
+                location = Some(format!("/v1/messages/{}", m.id));
+                (202, serde_json::to_vec(m).unwrap_or_default())
+            }
+            Some(Err(e)) => {
+                let e = ApiError::from(clone_engine_error(e));
+                (e.status.as_u16(), problem_bytes(&e))
+            }
+            None => (500, Vec::new()),
+        })
+        .await?;
+    accepted_response(outcome, location)
+}
+
+fn clone_engine_error(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::NoChannelAccount(c) => EngineError::NoChannelAccount(c),
+        EngineError::ChannelAccountNotFound(id) => EngineError::ChannelAccountNotFound(id.clone()),
+        EngineError::ChannelAccountMismatch { account, actual, requested } => {
+            EngineError::ChannelAccountMismatch { account: account.clone(), actual, requested }
+        }
+        EngineError::Store(s) => EngineError::Store(parley_store::StoreError::Database(s.to_string())),
+    }
+}
+
+/// Up to 1,000 messages in one request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    #[schema(value_type = Vec<SendMessageRequest>)]
+    pub messages: Vec<serde_json::Value>,
+}
+
+/// The answer for one item of a batch.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchItem {
+    /// The item's position in the request, from 0.
+    pub index: usize,
+    /// 202 when accepted, else the status a single send would have answered.
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchResponse {
+    pub data: Vec<BatchItem>,
+    pub accepted: usize,
+    pub rejected: usize,
+}
+
+/// Send up to 1,000 messages.
+///
+/// Each item is checked and answered on its own; the accepted ones are stored in one
+/// transaction. Answers 202 when at least one item was accepted, else 422 naming every problem.
+#[utoipa::path(post, path = "/v1/messages/batch", tag = "messages",
+    request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for 24 h")),
+    responses(
+        (status = 202, description = "At least one item accepted", body = BatchResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No item accepted, or more than 1,000 items", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+async fn send_batch(State(state): State<AppState>, auth: Auth, headers: HeaderMap, JsonBytes(body): JsonBytes) -> ApiResult<Response> {
+    auth.require(Scope::MessagesWrite)?;
+    let key = idempotency_key(&headers)?;
+    let request: BatchRequest = parse_json(&body, "")?;
+    if request.messages.len() > MAX_BATCH {
+        return Err(ApiError::new("too_many_messages", format!("{} messages; a batch takes at most {MAX_BATCH}", request.messages.len()))
+            .with_param("messages", format!("at most {MAX_BATCH} items")));
+    }
+    if request.messages.is_empty() {
+        return Err(ApiError::new("validation_failed", "the batch is empty").with_param("messages", "at least one item"));
+    }
+    // Check every item first; only the valid ones go to the engine.
+    let mut slots: Vec<Result<usize, ApiError>> = Vec::with_capacity(request.messages.len());
+    let mut specs = Vec::new();
+    for (i, item) in request.messages.into_iter().enumerate() {
+        let prefix = format!("messages[{i}]");
+        match from_value::<SendMessageRequest>(item, &prefix).and_then(|r| validate(r, &prefix)) {
+            Ok(spec) => {
+                slots.push(Ok(specs.len()));
+                specs.push(spec);
+            }
+            Err(e) => slots.push(Err(e)),
+        }
+    }
+    if specs.is_empty() {
+        return Err(no_item_accepted(slots.into_iter().filter_map(Result::err).collect()));
+    }
+    let idempotency = key.map(|key| IdempotencyInput { key, request_hash: fingerprint("POST /v1/messages/batch", &body) });
+    let outcome = state
+        .engine
+        .accept(auth.workspace(), specs, idempotency, |items: &[Result<Message, EngineError>]| {
+            let data: Vec<BatchItem> = slots
+                .iter()
+                .enumerate()
+                .map(|(index, slot)| {
+                    let result = match slot {
+                        Ok(k) => match items.get(*k) {
+                            Some(Ok(m)) => Ok(m.clone()),
+                            Some(Err(e)) => Err(ApiError::from(clone_engine_error(e))),
+                            None => Err(ApiError::internal("batch item missing")),
+                        },
+                        Err(e) => Err(e.clone()),
+                    };
+                    match result {
+                        Ok(m) => BatchItem { index, status: 202, message: Some(m), error: None },
+                        Err(e) => BatchItem { index, status: e.status.as_u16(), message: None, error: Some(e.problem()) },
+                    }
+                })
+                .collect();
+            let accepted = data.iter().filter(|d| d.message.is_some()).count();
+            let response = BatchResponse { rejected: data.len() - accepted, accepted, data };
+            if accepted == 0 {
+                let errors = response.data.into_iter().filter_map(|d| d.error).collect::<Vec<_>>();
+                let e = ApiError::new("validation_failed", "no message of the batch could be accepted")
+                    .with_params(errors.into_iter().flat_map(|p| p.invalid_params).collect());
+                return (422, problem_bytes(&e));
+            }
+            (202, serde_json::to_vec(&response).unwrap_or_default())
+        })
+        .await?;
+    accepted_response(outcome, None)
+}
+
+fn no_item_accepted(errors: Vec<ApiError>) -> ApiError {
+    let params = errors.iter().flat_map(|e| e.invalid_params.clone()).collect();
+    let detail = errors.iter().map(|e| e.detail.as_str()).take(5).collect::<Vec<_>>().join("; ");
+    ApiError::new("validation_failed", format!("no message of the batch could be accepted: {detail}")).with_params(params)
+}
+
+fn parse_message_id(raw: &str) -> ApiResult<MessageId> {
+    // A malformed id cannot exist: answer as for any unknown id.
+    MessageId::parse(raw).map_err(|_| ApiError::not_found("message"))
+}
+
+/// A message with its event timeline.
+#[utoipa::path(get, path = "/v1/messages/{id}", tag = "messages",
+    params(("id" = String, Path, description = "The message id (`msg_…`)")),
+    responses(
+        (status = 200, description = "The message with `events`, oldest first", body = Message),
+        (status = 404, description = "No such message in this workspace", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+async fn get_message(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<axum::Json<Message>> {
+    auth.require(Scope::MessagesRead)?;
+    let id = parse_message_id(&id)?;
+    let message = state.engine.store().get_message(auth.workspace(), id, true).await?;
+    message.map(axum::Json).ok_or_else(|| ApiError::not_found("message"))
+}
+
+/// Filters and paging of `GET /v1/messages`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListMessagesQuery {
+    /// 1 to 1,000; default 50.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    pub status: Option<MessageState>,
+    pub channel: Option<Channel>,
+    /// Recipient; phone numbers are compared in E.164.
+    pub to: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_from: Option<Millis>,
+    /// Created before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub created_to: Option<Millis>,
+}
+
+/// List messages, newest first.
+#[utoipa::path(get, path = "/v1/messages", tag = "messages",
+    params(ListMessagesQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = List<Message>),
+        (status = 400, description = "Bad query parameter or cursor", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+async fn list_messages(State(state): State<AppState>, auth: Auth, Query(q): Query<ListMessagesQuery>) -> ApiResult<axum::Json<List<Message>>> {
+    auth.require(Scope::MessagesRead)?;
+    let limit = page_limit(q.limit)?;
+    let before = match q.cursor.as_deref() {
+        Some(c) => Some(decode_cursor(c).and_then(|raw| MessageId::parse(&raw).ok()).ok_or_else(|| {
+            ApiError::new("invalid_cursor", "the cursor is not one this API gave out").with_param("cursor", "not a valid cursor")
+        })?),
+        None => None,
+    };
+    let to = q.to.map(|to| E164::parse(&to, None).map(|n| n.as_str().to_string()).unwrap_or(to));
+    let filter = MessageFilter { status: q.status, channel: q.channel, to, created_from: q.created_from, created_to: q.created_to, before };
+    let mut data = state.engine.store().list_messages(auth.workspace(), &filter, limit + 1).await?;
+    let next_cursor = if data.len() > limit as usize {
+        data.truncate(limit as usize);
+        data.last().map(|m| encode_cursor(&m.id.to_string()))
+    } else {
+        None
+    };
+    Ok(axum::Json(List { data, next_cursor }))
+}
+
+/// Cancel a message that has not been handed to a provider yet.
+#[utoipa::path(post, path = "/v1/messages/{id}/cancel", tag = "messages",
+    params(("id" = String, Path, description = "The message id (`msg_…`)")),
+    responses(
+        (status = 200, description = "Canceled", body = Message),
+        (status = 404, description = "No such message in this workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late: message_not_cancelable or message_in_flight", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+async fn cancel_message(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<axum::Json<Message>> {
+    auth.require(Scope::MessagesWrite)?;
+    let id = parse_message_id(&id)?;
+    match state.engine.store().cancel_message(auth.workspace(), id, Millis::now()).await? {
+        CancelOutcome::Canceled(m) => Ok(axum::Json(m)),
+        CancelOutcome::NotFound => Err(ApiError::not_found("message")),
+        CancelOutcome::NotCancelable(status) => Err(ApiError::new(
+            "message_not_cancelable",
+            format!("the message is {} and can no longer be canceled", status.as_str()),
+        )),
+        CancelOutcome::InFlight => Err(ApiError::new("message_in_flight", "the message is being handed to the provider right now")),
+    }
+}
+

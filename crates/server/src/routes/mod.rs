@@ -1,0 +1,40 @@
+//! The `/v1` routes, one module per resource, and what lists share.
+
+pub mod api_keys;
+pub mod channel_accounts;
+pub mod message_events;
+pub mod messages;
+pub mod ops;
+
+use crate::error::ApiError;
+use base64::Engine as _;
+use serde::Serialize;
+
+/// A page of a list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 1000;
+
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        n => Err(ApiError::new("invalid_query", format!("limit must be 1 to {MAX_LIMIT}, not {n}"))
+            .with_param("limit", format!("1 to {MAX_LIMIT}"))),
+    }
+}
+
+/// Cursors are opaque to clients: the position, base64url-encoded with a version tag.
+pub fn encode_cursor(position: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{position}"))
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    String::from_utf8(bytes).ok()?.strip_prefix("v1:").map(str::to_string)
+}

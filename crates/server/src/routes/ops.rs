@@ -1,0 +1,56 @@
+//! Operations: health, readiness, the OpenAPI document and the problem pages.
+
+use crate::AppState;
+use crate::error::{ApiError, CODES};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .route("/problems/{code}", get(problem_page))
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'static str>,
+}
+
+/// The process is up.
+async fn healthz() -> impl IntoResponse {
+    axum::Json(Health { status: "ok", database: None })
+}
+
+/// The process can serve: its database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let backend = state.engine.store().backend();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.engine.store().ping()).await {
+        Ok(Ok(())) => axum::Json(Health { status: "ok", database: Some(backend) }).into_response(),
+        Ok(Err(e)) => ApiError::new("unavailable", format!("the database does not answer: {e}")).into_response(),
+        Err(_) => ApiError::new("unavailable", "the database did not answer within 2 s").into_response(),
+    }
+}
+
+async fn openapi(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], state.openapi_json.clone()).into_response()
+}
+
+/// A short page per error code, which problem documents link to as their `type`.
+async fn problem_page(Path(code): Path<String>) -> Response {
+    match CODES.iter().find(|(c, ..)| *c == code) {
+        Some((code, status, title, help)) => Html(format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+             <body><h1>{title}</h1><p>HTTP {status}, code <code>{code}</code>.</p><p>{help}</p></body></html>"
+        ))
+        .into_response(),
+        None => (StatusCode::NOT_FOUND, Html("<!doctype html><p>No such problem type.</p>")).into_response(),
+    }
+}
