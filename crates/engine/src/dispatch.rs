@@ -6,8 +6,8 @@
 //! wait past that (rate limit, full in-flight window) is given back instead, so that no other
 //! worker can claim it while this one might still be sending it.
 
-use crate::registry::AccountEntry;
 use crate::Engine;
+use crate::registry::AccountEntry;
 use parley_channels::{OutboundRequest, SendResult};
 use parley_domain::{ErrorInfo, Millis, backoff};
 use parley_store::{ClaimedJob, DispatchOutcome, OutcomeKind};

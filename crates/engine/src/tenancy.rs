@@ -36,8 +36,7 @@ pub fn hash_api_key(secret: &str) -> String {
 fn new_secret() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut rng = rand::rng();
-    let random: String =
-        (0..KEY_RANDOM_CHARS).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let random: String = (0..KEY_RANDOM_CHARS).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     format!("pk_{random}")
 }
 

@@ -37,26 +37,81 @@ pub struct Problem {
 /// Every error code the API answers with, its status and title.
 pub const CODES: &[(&str, u16, &str, &str)] = &[
     ("malformed_json", 400, "Malformed JSON", "The body is not valid JSON. The detail names the line and column."),
-    ("invalid_query", 400, "Invalid query parameters", "A query parameter has the wrong form; `invalid_params` names it."),
+    (
+        "invalid_query",
+        400,
+        "Invalid query parameters",
+        "A query parameter has the wrong form; `invalid_params` names it.",
+    ),
     ("invalid_cursor", 400, "Invalid cursor", "Use the `next_cursor` of a previous page unchanged."),
-    ("invalid_header", 400, "Invalid header", "A header has the wrong form (for example an empty or over-long Idempotency-Key)."),
+    (
+        "invalid_header",
+        400,
+        "Invalid header",
+        "A header has the wrong form (for example an empty or over-long Idempotency-Key).",
+    ),
     ("unauthorized", 401, "Missing or invalid API key", "Send `Authorization: Bearer <key>` with an active API key."),
-    ("forbidden", 403, "API key lacks a scope", "The key is valid but lacks the scope this route needs; the detail names it."),
+    (
+        "forbidden",
+        403,
+        "API key lacks a scope",
+        "The key is valid but lacks the scope this route needs; the detail names it.",
+    ),
     ("not_found", 404, "Not found", "Nothing with that id exists in your workspace."),
     ("method_not_allowed", 405, "Method not allowed", "The path exists but not with this method."),
-    ("message_not_cancelable", 409, "Message can no longer be canceled", "It has been handed to a provider or has ended."),
-    ("message_in_flight", 409, "Message is being sent", "A dispatcher is handing it to the provider right now; it can no longer be canceled."),
+    (
+        "message_not_cancelable",
+        409,
+        "Message can no longer be canceled",
+        "It has been handed to a provider or has ended.",
+    ),
+    (
+        "message_in_flight",
+        409,
+        "Message is being sent",
+        "A dispatcher is handing it to the provider right now; it can no longer be canceled.",
+    ),
     ("payload_too_large", 413, "Payload too large", "Request bodies are limited to 1 MiB."),
     ("unsupported_media_type", 415, "Unsupported media type", "Send `Content-Type: application/json`."),
-    ("validation_failed", 422, "Validation failed", "The request is well-formed but some values are not acceptable; `invalid_params` names them."),
-    ("unknown_field", 422, "Unknown field", "The body has a field this route does not know; `invalid_params` names it."),
-    ("invalid_phone_number", 422, "Invalid phone number", "The number is not valid for any region; write it with + and the country code, or give default_region."),
-    ("channel_account_not_found", 422, "Channel account not found", "The channel account does not exist in this workspace, or is for another channel."),
+    (
+        "validation_failed",
+        422,
+        "Validation failed",
+        "The request is well-formed but some values are not acceptable; `invalid_params` names them.",
+    ),
+    (
+        "unknown_field",
+        422,
+        "Unknown field",
+        "The body has a field this route does not know; `invalid_params` names it.",
+    ),
+    (
+        "invalid_phone_number",
+        422,
+        "Invalid phone number",
+        "The number is not valid for any region; write it with + and the country code, or give default_region.",
+    ),
+    (
+        "channel_account_not_found",
+        422,
+        "Channel account not found",
+        "The channel account does not exist in this workspace, or is for another channel.",
+    ),
     ("no_channel_account", 422, "No channel account", "The workspace has no channel account for this channel."),
-    ("idempotency_key_reused", 422, "Idempotency key reused", "This Idempotency-Key was used in the last 24 hours with a different request."),
+    (
+        "idempotency_key_reused",
+        422,
+        "Idempotency key reused",
+        "This Idempotency-Key was used in the last 24 hours with a different request.",
+    ),
     ("too_many_messages", 422, "Too many messages", "A batch takes at most 1,000 messages."),
     ("internal_error", 500, "Internal error", "A bug on our side. It was logged with the request id."),
-    ("unavailable", 503, "Service unavailable", "The database cannot be reached or the server is shutting down. Try again shortly."),
+    (
+        "unavailable",
+        503,
+        "Service unavailable",
+        "The database cannot be reached or the server is shutting down. Try again shortly.",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -128,8 +183,10 @@ impl From<parley_engine::EngineError> for ApiError {
     fn from(e: parley_engine::EngineError) -> Self {
         use parley_engine::EngineError as E;
         match e {
-            E::NoChannelAccount(channel) => ApiError::new("no_channel_account", format!("no channel account for {channel}"))
-                .with_param("channel", "no channel account for this channel"),
+            E::NoChannelAccount(channel) => {
+                ApiError::new("no_channel_account", format!("no channel account for {channel}"))
+                    .with_param("channel", "no channel account for this channel")
+            }
             E::ChannelAccountNotFound(_) | E::ChannelAccountMismatch { .. } => {
                 let detail = e.to_string();
                 ApiError::new("channel_account_not_found", detail.clone()).with_param("channel_account_id", detail)

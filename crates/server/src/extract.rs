@@ -48,7 +48,12 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str) ->
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
             ApiError::new(
                 "malformed_json",
-                format!("the body is not valid JSON: {} (line {}, column {})", strip_position(&inner), inner.line(), inner.column()),
+                format!(
+                    "the body is not valid JSON: {} (line {}, column {})",
+                    strip_position(&inner),
+                    inner.line(),
+                    inner.column()
+                ),
             )
         }
         serde_json::error::Category::Data => {
@@ -94,7 +99,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
         if essence != "application/json" && !(essence.starts_with("application/") && essence.ends_with("+json")) {
             return Err(ApiError::new(
                 "unsupported_media_type",
-                format!("expected Content-Type: application/json, got '{}'", content_type.chars().take(64).collect::<String>()),
+                format!(
+                    "expected Content-Type: application/json, got '{}'",
+                    content_type.chars().take(64).collect::<String>()
+                ),
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
@@ -250,5 +258,4 @@ mod tests {
         let e = parse_json::<Outer>(br#"{"content":{"text":"a"}}"#, "").unwrap_err();
         assert!(e.detail.contains("missing field `to`"), "{}", e.detail);
     }
-
 }

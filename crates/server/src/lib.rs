@@ -36,7 +36,9 @@ pub fn app(engine: Engine) -> Router {
     let state = AppState { engine, openapi_json };
     api.merge(routes::ops::router())
         .fallback(|| async { ApiError::new("not_found", "no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::new("method_not_allowed", "this path does not take that method") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new("method_not_allowed", "this path does not take that method")
+        })
         .with_state(state)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {

@@ -17,7 +17,7 @@ pub mod sqlite;
 pub use model::*;
 
 use async_trait::async_trait;
-use parley_domain::{ChannelAccountId, Millis, Message, MessageId, WorkspaceId, ApiKeyId};
+use parley_domain::{ApiKeyId, ChannelAccountId, Message, MessageId, Millis, WorkspaceId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,7 +83,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, workspace: WorkspaceId, id: ApiKeyId, now: Millis) -> Result<Option<ApiKey>>;
 
     async fn create_channel_account(&self, account: &ChannelAccount) -> Result<()>;
-    async fn get_channel_account(&self, workspace: WorkspaceId, id: ChannelAccountId) -> Result<Option<ChannelAccount>>;
+    async fn get_channel_account(&self, workspace: WorkspaceId, id: ChannelAccountId)
+    -> Result<Option<ChannelAccount>>;
     /// Every channel account of every workspace (the engine builds one connector per account).
     async fn all_channel_accounts(&self) -> Result<Vec<ChannelAccount>>;
     /// Oldest first.
@@ -134,6 +135,10 @@ pub trait Store: Send + Sync + 'static {
     /// Message events of the workspace recorded after the feed position `after`, in feed order,
     /// at most `limit`. Positions are per store and increase with every event recorded.
     async fn events_after(&self, workspace: WorkspaceId, after: i64, limit: u32) -> Result<Vec<FeedEvent>>;
+
+    /// The feed position of the workspace's newest event (0 when it has none): where a follower
+    /// that wants only new events starts.
+    async fn latest_event_position(&self, workspace: WorkspaceId) -> Result<i64>;
 
     /// Counts of the workspace's messages by state, and the due jobs waiting.
     async fn message_stats(&self, workspace: WorkspaceId) -> Result<MessageStats>;

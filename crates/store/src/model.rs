@@ -112,7 +112,7 @@ pub struct MessageFilter {
 #[derive(Clone, Debug)]
 pub enum CancelOutcome {
     /// Canceled now; the message as it is afterwards.
-    Canceled(Message),
+    Canceled(Box<Message>),
     NotFound,
     /// Too late: the message is in this state (handed to a provider, or final).
     NotCancelable(MessageState),

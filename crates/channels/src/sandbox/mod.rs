@@ -30,7 +30,7 @@
 //! | anything else  | anything else           | accepted, `delivered`, `read` where read receipts apply            |
 //!
 //! Failures are decided by the request's `attempt` number, not by a counter in memory, so that a
-//! restarted process sees the same behaviour. `docs/sandbox.md` beside this crate's Cargo.toml
+//! restarted process sees the same behaviour. `docs/sandbox.md` at the repository root
 //! has the same table and the details.
 
 mod ledger;

@@ -67,7 +67,11 @@ pub struct CreateApiKeyRequest {
         (status = 422, description = "Invalid name or scopes", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn create_api_key(State(state): State<AppState>, auth: Auth, Json(req): Json<CreateApiKeyRequest>) -> ApiResult<impl IntoResponse> {
+async fn create_api_key(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(req): Json<CreateApiKeyRequest>,
+) -> ApiResult<impl IntoResponse> {
     auth.require(Scope::Admin)?;
     let mut invalid = Invalid::default();
     if req.name.trim().is_empty() || req.name.chars().count() > 100 {

@@ -52,7 +52,10 @@ impl From<ChannelAccount> for ChannelAccountResource {
 #[utoipa::path(get, path = "/v1/channel-accounts", tag = "channel_accounts",
     responses((status = 200, description = "Every channel account of the workspace", body = List<ChannelAccountResource>)),
     security(("api_key" = [])))]
-async fn list_channel_accounts(State(state): State<AppState>, auth: Auth) -> ApiResult<axum::Json<List<ChannelAccountResource>>> {
+async fn list_channel_accounts(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> ApiResult<axum::Json<List<ChannelAccountResource>>> {
     auth.require(Scope::MessagesRead)?;
     let accounts = state.engine.store().list_channel_accounts(auth.workspace()).await?;
     Ok(axum::Json(List { data: accounts.into_iter().map(Into::into).collect(), next_cursor: None }))
@@ -66,7 +69,11 @@ async fn list_channel_accounts(State(state): State<AppState>, auth: Auth) -> Api
         (status = 404, description = "No such account in this workspace", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn get_channel_account(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<axum::Json<ChannelAccountResource>> {
+async fn get_channel_account(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ChannelAccountResource>> {
     auth.require(Scope::MessagesRead)?;
     let id = ChannelAccountId::parse(&id).map_err(|_| ApiError::not_found("channel account"))?;
     let account = state.engine.store().get_channel_account(auth.workspace(), id).await?;

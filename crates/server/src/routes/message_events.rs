@@ -45,30 +45,27 @@ pub struct FeedQuery {
         (status = 400, description = "Bad cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn list_message_events(State(state): State<AppState>, auth: Auth, Query(q): Query<FeedQuery>) -> ApiResult<axum::Json<List<FeedItem>>> {
+async fn list_message_events(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<FeedQuery>,
+) -> ApiResult<axum::Json<List<FeedItem>>> {
     auth.require(Scope::MessagesRead)?;
     let limit = page_limit(q.limit)?;
     let store = state.engine.store();
     let mut after = match q.cursor.as_deref() {
         Some(c) => decode_cursor(c).and_then(|p| p.parse::<i64>().ok()).ok_or_else(|| {
-            ApiError::new("invalid_cursor", "the cursor is not one this API gave out").with_param("cursor", "not a valid cursor")
+            ApiError::new("invalid_cursor", "the cursor is not one this API gave out")
+                .with_param("cursor", "not a valid cursor")
         })?,
         None => 0,
     };
     match q.from.as_deref() {
         None => {}
-        Some("now") => {
-            // Skip to the end: page through positions without returning them.
-            loop {
-                let page = store.events_after(auth.workspace(), after, 1000).await?;
-                match page.last() {
-                    Some(last) => after = last.position,
-                    None => break,
-                }
-            }
-        }
+        Some("now") => after = store.latest_event_position(auth.workspace()).await?,
         Some(other) => {
-            return Err(ApiError::new("invalid_query", format!("from must be 'now', not '{other}'")).with_param("from", "only 'now'"));
+            return Err(ApiError::new("invalid_query", format!("from must be 'now', not '{other}'"))
+                .with_param("from", "only 'now'"));
         }
     }
     let events = store.events_after(auth.workspace(), after, limit).await?;

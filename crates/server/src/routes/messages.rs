@@ -2,13 +2,17 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
-use crate::extract::{Auth, Invalid, JsonBytes, Query, idempotency_key, parse_json, from_value};
+use crate::extract::{Auth, Invalid, JsonBytes, Query, from_value, idempotency_key, parse_json};
 use crate::routes::{List, decode_cursor, encode_cursor, page_limit};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use parley_domain::{Address, AddressError, Channel, ChannelAccountId, Content, E164, Message, MessageId, MessageState, Millis, Scope};
-use parley_engine::{AcceptOutcome, EngineError, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec};
+use parley_domain::{
+    Address, AddressError, Channel, ChannelAccountId, Content, E164, Message, MessageId, MessageState, Millis, Scope,
+};
+use parley_engine::{
+    AcceptOutcome, EngineError, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec,
+};
 use parley_store::{CancelOutcome, MessageFilter};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -68,10 +72,14 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
     let to = match Address::parse(req.channel, &req.to, req.default_region.as_deref()) {
         Ok(address) => Some(address),
         Err(e @ AddressError::InvalidPhoneNumber { .. }) => {
-            return Err(ApiError::new("invalid_phone_number", e.to_string()).with_param(name("to"), "not a valid phone number"));
+            return Err(
+                ApiError::new("invalid_phone_number", e.to_string()).with_param(name("to"), "not a valid phone number")
+            );
         }
         Err(e @ AddressError::UnknownRegion(_)) => {
-            return Err(ApiError::new("validation_failed", e.to_string()).with_param(name("default_region"), e.to_string()));
+            return Err(
+                ApiError::new("validation_failed", e.to_string()).with_param(name("default_region"), e.to_string())
+            );
         }
         Err(e) => return Err(ApiError::new("validation_failed", e.to_string()).with_param(name("to"), e.to_string())),
     };
@@ -101,7 +109,8 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
         }
     };
     if let Some(v) = req.validity_seconds.filter(|v| !(MIN_VALIDITY_SECONDS..=MAX_VALIDITY_SECONDS).contains(v)) {
-        invalid.add(name("validity_seconds"), format!("{v} is outside {MIN_VALIDITY_SECONDS} to {MAX_VALIDITY_SECONDS}"));
+        invalid
+            .add(name("validity_seconds"), format!("{v} is outside {MIN_VALIDITY_SECONDS} to {MAX_VALIDITY_SECONDS}"));
     }
     let metadata = req.metadata.unwrap_or_default();
     if metadata.len() > MAX_METADATA_KEYS {
@@ -109,7 +118,10 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
     }
     for (k, v) in &metadata {
         if k.is_empty() || k.chars().count() > 40 || v.chars().count() > 500 {
-            invalid.add(name(&format!("metadata.{}", k.chars().take(40).collect::<String>())), "keys need 1 to 40 characters and values at most 500");
+            invalid.add(
+                name(&format!("metadata.{}", k.chars().take(40).collect::<String>())),
+                "keys need 1 to 40 characters and values at most 500",
+            );
         }
     }
     if let Some(r) = req.client_reference.as_ref().filter(|r| r.is_empty() || r.chars().count() > 256) {
@@ -187,7 +199,12 @@ fn problem_bytes(e: &ApiError) -> Vec<u8> {
         (status = 422, description = "Invalid values (invalid_phone_number, validation_failed, unknown_field, idempotency_key_reused, …)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn send_message(State(state): State<AppState>, auth: Auth, headers: HeaderMap, JsonBytes(body): JsonBytes) -> ApiResult<Response> {
+async fn send_message(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Response> {
     auth.require(Scope::MessagesWrite)?;
     let key = idempotency_key(&headers)?;
     let request: SendMessageRequest = parse_json(&body, "")?;
@@ -196,16 +213,18 @@ async fn send_message(State(state): State<AppState>, auth: Auth, headers: Header
     let mut location = None;
     let outcome = state
         .engine
-        .accept(auth.workspace(), vec![spec], idempotency, |items: &[Result<Message, EngineError>]| match items.first() {
-            Some(Ok(m)) => {
-                location = Some(format!("/v1/messages/{}", m.id));
-                (202, serde_json::to_vec(m).unwrap_or_default())
+        .accept(auth.workspace(), vec![spec], idempotency, |items: &[Result<Message, EngineError>]| {
+            match items.first() {
+                Some(Ok(m)) => {
+                    location = Some(format!("/v1/messages/{}", m.id));
+                    (202, serde_json::to_vec(m).unwrap_or_default())
+                }
+                Some(Err(e)) => {
+                    let e = ApiError::from(clone_engine_error(e));
+                    (e.status.as_u16(), problem_bytes(&e))
+                }
+                None => (500, Vec::new()),
             }
-            Some(Err(e)) => {
-                let e = ApiError::from(clone_engine_error(e));
-                (e.status.as_u16(), problem_bytes(&e))
-            }
-            None => (500, Vec::new()),
         })
         .await?;
     accepted_response(outcome, location)
@@ -263,16 +282,26 @@ pub struct BatchResponse {
         (status = 422, description = "No item accepted, or more than 1,000 items", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn send_batch(State(state): State<AppState>, auth: Auth, headers: HeaderMap, JsonBytes(body): JsonBytes) -> ApiResult<Response> {
+async fn send_batch(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<Response> {
     auth.require(Scope::MessagesWrite)?;
     let key = idempotency_key(&headers)?;
     let request: BatchRequest = parse_json(&body, "")?;
     if request.messages.len() > MAX_BATCH {
-        return Err(ApiError::new("too_many_messages", format!("{} messages; a batch takes at most {MAX_BATCH}", request.messages.len()))
-            .with_param("messages", format!("at most {MAX_BATCH} items")));
+        return Err(ApiError::new(
+            "too_many_messages",
+            format!("{} messages; a batch takes at most {MAX_BATCH}", request.messages.len()),
+        )
+        .with_param("messages", format!("at most {MAX_BATCH} items")));
     }
     if request.messages.is_empty() {
-        return Err(ApiError::new("validation_failed", "the batch is empty").with_param("messages", "at least one item"));
+        return Err(
+            ApiError::new("validation_failed", "the batch is empty").with_param("messages", "at least one item")
+        );
     }
     // Check every item first; only the valid ones go to the engine.
     let mut slots: Vec<Result<usize, ApiError>> = Vec::with_capacity(request.messages.len());
@@ -290,7 +319,8 @@ async fn send_batch(State(state): State<AppState>, auth: Auth, headers: HeaderMa
     if specs.is_empty() {
         return Err(no_item_accepted(slots.into_iter().filter_map(Result::err).collect()));
     }
-    let idempotency = key.map(|key| IdempotencyInput { key, request_hash: fingerprint("POST /v1/messages/batch", &body) });
+    let idempotency =
+        key.map(|key| IdempotencyInput { key, request_hash: fingerprint("POST /v1/messages/batch", &body) });
     let outcome = state
         .engine
         .accept(auth.workspace(), specs, idempotency, |items: &[Result<Message, EngineError>]| {
@@ -308,7 +338,9 @@ async fn send_batch(State(state): State<AppState>, auth: Auth, headers: HeaderMa
                     };
                     match result {
                         Ok(m) => BatchItem { index, status: 202, message: Some(m), error: None },
-                        Err(e) => BatchItem { index, status: e.status.as_u16(), message: None, error: Some(e.problem()) },
+                        Err(e) => {
+                            BatchItem { index, status: e.status.as_u16(), message: None, error: Some(e.problem()) }
+                        }
                     }
                 })
                 .collect();
@@ -329,7 +361,8 @@ async fn send_batch(State(state): State<AppState>, auth: Auth, headers: HeaderMa
 fn no_item_accepted(errors: Vec<ApiError>) -> ApiError {
     let params = errors.iter().flat_map(|e| e.invalid_params.clone()).collect();
     let detail = errors.iter().map(|e| e.detail.as_str()).take(5).collect::<Vec<_>>().join("; ");
-    ApiError::new("validation_failed", format!("no message of the batch could be accepted: {detail}")).with_params(params)
+    ApiError::new("validation_failed", format!("no message of the batch could be accepted: {detail}"))
+        .with_params(params)
 }
 
 fn parse_message_id(raw: &str) -> ApiResult<MessageId> {
@@ -345,7 +378,11 @@ fn parse_message_id(raw: &str) -> ApiResult<MessageId> {
         (status = 404, description = "No such message in this workspace", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn get_message(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<axum::Json<Message>> {
+async fn get_message(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Message>> {
     auth.require(Scope::MessagesRead)?;
     let id = parse_message_id(&id)?;
     let message = state.engine.store().get_message(auth.workspace(), id, true).await?;
@@ -381,17 +418,29 @@ pub struct ListMessagesQuery {
         (status = 400, description = "Bad query parameter or cursor", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn list_messages(State(state): State<AppState>, auth: Auth, Query(q): Query<ListMessagesQuery>) -> ApiResult<axum::Json<List<Message>>> {
+async fn list_messages(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(q): Query<ListMessagesQuery>,
+) -> ApiResult<axum::Json<List<Message>>> {
     auth.require(Scope::MessagesRead)?;
     let limit = page_limit(q.limit)?;
     let before = match q.cursor.as_deref() {
         Some(c) => Some(decode_cursor(c).and_then(|raw| MessageId::parse(&raw).ok()).ok_or_else(|| {
-            ApiError::new("invalid_cursor", "the cursor is not one this API gave out").with_param("cursor", "not a valid cursor")
+            ApiError::new("invalid_cursor", "the cursor is not one this API gave out")
+                .with_param("cursor", "not a valid cursor")
         })?),
         None => None,
     };
     let to = q.to.map(|to| E164::parse(&to, None).map(|n| n.as_str().to_string()).unwrap_or(to));
-    let filter = MessageFilter { status: q.status, channel: q.channel, to, created_from: q.created_from, created_to: q.created_to, before };
+    let filter = MessageFilter {
+        status: q.status,
+        channel: q.channel,
+        to,
+        created_from: q.created_from,
+        created_to: q.created_to,
+        before,
+    };
     let mut data = state.engine.store().list_messages(auth.workspace(), &filter, limit + 1).await?;
     let next_cursor = if data.len() > limit as usize {
         data.truncate(limit as usize);
@@ -411,17 +460,22 @@ async fn list_messages(State(state): State<AppState>, auth: Auth, Query(q): Quer
         (status = 409, description = "Too late: message_not_cancelable or message_in_flight", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = [])))]
-async fn cancel_message(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<axum::Json<Message>> {
+async fn cancel_message(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Message>> {
     auth.require(Scope::MessagesWrite)?;
     let id = parse_message_id(&id)?;
     match state.engine.store().cancel_message(auth.workspace(), id, Millis::now()).await? {
-        CancelOutcome::Canceled(m) => Ok(axum::Json(m)),
+        CancelOutcome::Canceled(m) => Ok(axum::Json(*m)),
         CancelOutcome::NotFound => Err(ApiError::not_found("message")),
         CancelOutcome::NotCancelable(status) => Err(ApiError::new(
             "message_not_cancelable",
             format!("the message is {} and can no longer be canceled", status.as_str()),
         )),
-        CancelOutcome::InFlight => Err(ApiError::new("message_in_flight", "the message is being handed to the provider right now")),
+        CancelOutcome::InFlight => {
+            Err(ApiError::new("message_in_flight", "the message is being handed to the provider right now"))
+        }
     }
 }
-

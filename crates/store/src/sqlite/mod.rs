@@ -151,10 +151,10 @@ impl SqliteStore {
                 }
             };
             let result = work(&conn);
-            if let Ok(mut pool) = readers.lock() {
-                if pool.len() < READERS * 4 {
-                    pool.push(conn);
-                }
+            if let Ok(mut pool) = readers.lock()
+                && pool.len() < READERS * 4
+            {
+                pool.push(conn);
             }
             result
         })
@@ -256,7 +256,11 @@ impl Store for SqliteStore {
         self.write(move |c| writes::create_channel_account(c, &a)).await
     }
 
-    async fn get_channel_account(&self, workspace: WorkspaceId, id: ChannelAccountId) -> Result<Option<ChannelAccount>> {
+    async fn get_channel_account(
+        &self,
+        workspace: WorkspaceId,
+        id: ChannelAccountId,
+    ) -> Result<Option<ChannelAccount>> {
         self.read(move |c| reads::get_channel_account(c, workspace, id)).await
     }
 
@@ -309,6 +313,16 @@ impl Store for SqliteStore {
 
     async fn events_after(&self, workspace: WorkspaceId, after: i64, limit: u32) -> Result<Vec<FeedEvent>> {
         self.read(move |c| reads::events_after(c, workspace, after, limit)).await
+    }
+
+    async fn latest_event_position(&self, workspace: WorkspaceId) -> Result<i64> {
+        self.read(move |c| {
+            let position: Option<i64> = c
+                .prepare_cached("SELECT MAX(position) FROM message_events WHERE workspace_id = ?1")?
+                .query_row([workspace.to_string()], |r| r.get(0))?;
+            Ok(position.unwrap_or(0))
+        })
+        .await
     }
 
     async fn message_stats(&self, workspace: WorkspaceId) -> Result<MessageStats> {

@@ -38,7 +38,11 @@ pub fn list_api_keys(c: &Connection, workspace: WorkspaceId) -> Result<Vec<ApiKe
     Ok(out)
 }
 
-pub fn get_channel_account(c: &Connection, workspace: WorkspaceId, id: ChannelAccountId) -> Result<Option<ChannelAccount>> {
+pub fn get_channel_account(
+    c: &Connection,
+    workspace: WorkspaceId,
+    id: ChannelAccountId,
+) -> Result<Option<ChannelAccount>> {
     let mut st = c.prepare_cached(&format!(
         "SELECT {CHANNEL_ACCOUNT_COLUMNS} FROM channel_accounts WHERE id = ?1 AND workspace_id = ?2"
     ))?;
@@ -58,8 +62,14 @@ pub fn list_channel_accounts(c: &Connection, workspace: Option<WorkspaceId>) -> 
     Ok(out)
 }
 
-pub fn get_message(c: &Connection, workspace: WorkspaceId, id: MessageId, with_events: bool) -> Result<Option<Message>> {
-    let mut st = c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND workspace_id = ?2"))?;
+pub fn get_message(
+    c: &Connection,
+    workspace: WorkspaceId,
+    id: MessageId,
+    with_events: bool,
+) -> Result<Option<Message>> {
+    let mut st =
+        c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND workspace_id = ?2"))?;
     let mut rows = st.query([id.to_string(), workspace.to_string()])?;
     let Some(mut message) = rows.next()?.map(rows::message).transpose()? else {
         return Ok(None);
@@ -71,8 +81,9 @@ pub fn get_message(c: &Connection, workspace: WorkspaceId, id: MessageId, with_e
 }
 
 pub fn events_of(c: &Connection, id: MessageId) -> Result<Vec<MessageEvent>> {
-    let mut st =
-        c.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM message_events WHERE message_id = ?1 ORDER BY sequence"))?;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM message_events WHERE message_id = ?1 ORDER BY sequence"
+    ))?;
     let mut rows = st.query([id.to_string()])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -139,7 +150,9 @@ pub fn events_after(c: &Connection, workspace: WorkspaceId, after: i64, limit: u
 }
 
 pub fn message_stats(c: &Connection, workspace: WorkspaceId) -> Result<MessageStats> {
-    let mut st = c.prepare_cached("SELECT status, COUNT(*) FROM messages WHERE workspace_id = ?1 GROUP BY status ORDER BY status")?;
+    let mut st = c.prepare_cached(
+        "SELECT status, COUNT(*) FROM messages WHERE workspace_id = ?1 GROUP BY status ORDER BY status",
+    )?;
     let mut rows = st.query([workspace.to_string()])?;
     let mut by_state = Vec::new();
     while let Some(row) = rows.next()? {

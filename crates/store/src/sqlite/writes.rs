@@ -13,8 +13,11 @@ use parley_domain::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub fn create_workspace(c: &Connection, w: &Workspace) -> Result<()> {
-    c.prepare_cached("INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)")?
-        .execute(params![w.id.to_string(), w.name, w.created_at.0])?;
+    c.prepare_cached("INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
+        w.id.to_string(),
+        w.name,
+        w.created_at.0
+    ])?;
     Ok(())
 }
 
@@ -138,7 +141,14 @@ struct EventExtra {
 
 /// Record an event on `m` (in memory and in the events table) and move its state when the event
 /// is a state the message can advance to. The caller saves `m` with [`save_progress`].
-fn append_event(c: &Connection, m: &mut Message, kind: EventKind, occurred_at: Millis, now: Millis, extra: EventExtra) -> Result<bool> {
+fn append_event(
+    c: &Connection,
+    m: &mut Message,
+    kind: EventKind,
+    occurred_at: Millis,
+    now: Millis,
+    extra: EventExtra,
+) -> Result<bool> {
     let applied = kind.state().is_some_and(|s| m.status.can_advance_to(s));
     m.sequence += 1;
     let event = MessageEvent {
@@ -269,7 +279,7 @@ pub fn cancel_message(c: &Connection, workspace: WorkspaceId, id: MessageId, now
     append_event(c, &mut m, EventKind::Canceled, now, now, EventExtra::default())?;
     save_progress(c, &m)?;
     delete_job(c, id)?;
-    Ok(CancelOutcome::Canceled(m))
+    Ok(CancelOutcome::Canceled(Box::new(m)))
 }
 
 pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit: u32) -> Result<ClaimBatch> {
@@ -295,20 +305,36 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
         }
         if m.expires_at <= now {
             let error = expired_error();
-            append_event(c, &mut m, EventKind::Expired, now, now, EventExtra { error: Some(error), ..Default::default() })?;
+            append_event(
+                c,
+                &mut m,
+                EventKind::Expired,
+                now,
+                now,
+                EventExtra { error: Some(error), ..Default::default() },
+            )?;
             save_progress(c, &m)?;
             delete_job(c, id)?;
             batch.expired.push(id);
             continue;
         }
         let attempt = previous_attempt + 1;
-        c.prepare_cached("UPDATE dispatch_jobs SET lease_owner = ?2, lease_until = ?3, attempt = ?4 WHERE message_id = ?1")?
-            .execute(params![raw_id, owner, lease_until.0, attempt])?;
+        c.prepare_cached(
+            "UPDATE dispatch_jobs SET lease_owner = ?2, lease_until = ?3, attempt = ?4 WHERE message_id = ?1",
+        )?
+        .execute(params![raw_id, owner, lease_until.0, attempt])?;
         if m.status == MessageState::Scheduled {
             append_event(c, &mut m, EventKind::Queued, now, now, EventExtra::default())?;
         }
         if m.status != MessageState::Sending {
-            append_event(c, &mut m, EventKind::Sending, now, now, EventExtra { attempt: Some(attempt), ..Default::default() })?;
+            append_event(
+                c,
+                &mut m,
+                EventKind::Sending,
+                now,
+                now,
+                EventExtra { attempt: Some(attempt), ..Default::default() },
+            )?;
         }
         m.attempts = attempt;
         m.updated_at = now;
@@ -335,32 +361,51 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
             OutcomeKind::Sent { provider_message_id } => {
                 m.provider_message_id = Some(provider_message_id.clone());
                 m.error = None;
-                let extra = EventExtra { attempt, provider_message_id: Some(provider_message_id.clone()), ..Default::default() };
+                let extra = EventExtra {
+                    attempt,
+                    provider_message_id: Some(provider_message_id.clone()),
+                    ..Default::default()
+                };
                 append_event(c, &mut m, EventKind::Sent, o.at, now, extra)?;
                 delete_job(c, o.message_id)?;
                 apply_pending_receipts(c, &mut m, now)?;
             }
             OutcomeKind::Retry { error, retry_at } => {
                 m.error = Some(error.clone());
-                let extra = EventExtra { attempt, error: Some(error.clone()), retry_at: Some(*retry_at), ..Default::default() };
+                let extra =
+                    EventExtra { attempt, error: Some(error.clone()), retry_at: Some(*retry_at), ..Default::default() };
                 append_event(c, &mut m, EventKind::AttemptFailed, o.at, now, extra)?;
+                // Only the claim that still holds the job may reschedule it: a worker whose lease
+                // ran out must not free a job that another worker holds now.
                 c.prepare_cached(
-                    "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL WHERE message_id = ?1",
+                    "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL \
+                     WHERE message_id = ?1 AND lease_owner = ?3 AND attempt = ?4",
                 )?
-                .execute(params![o.message_id.to_string(), retry_at.0])?;
+                .execute(params![o.message_id.to_string(), retry_at.0, o.lease_owner, o.attempt])?;
             }
             OutcomeKind::Failed { error } | OutcomeKind::Expired { error } => {
-                let kind = if matches!(o.kind, OutcomeKind::Failed { .. }) { EventKind::Failed } else { EventKind::Expired };
-                append_event(c, &mut m, kind, o.at, now, EventExtra { attempt, error: Some(error.clone()), ..Default::default() })?;
+                let kind =
+                    if matches!(o.kind, OutcomeKind::Failed { .. }) { EventKind::Failed } else { EventKind::Expired };
+                append_event(
+                    c,
+                    &mut m,
+                    kind,
+                    o.at,
+                    now,
+                    EventExtra { attempt, error: Some(error.clone()), ..Default::default() },
+                )?;
                 delete_job(c, o.message_id)?;
             }
             OutcomeKind::Release { due_at } => {
-                c.prepare_cached(
-                    "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL, \
-                     attempt = MAX(attempt - 1, 0) WHERE message_id = ?1",
-                )?
-                .execute(params![o.message_id.to_string(), due_at.0])?;
-                m.attempts = (m.attempts - 1).max(0);
+                let released = c
+                    .prepare_cached(
+                        "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL, \
+                         attempt = MAX(attempt - 1, 0) WHERE message_id = ?1 AND lease_owner = ?3 AND attempt = ?4",
+                    )?
+                    .execute(params![o.message_id.to_string(), due_at.0, o.lease_owner, o.attempt])?;
+                if released > 0 {
+                    m.attempts = (m.attempts - 1).max(0);
+                }
             }
         }
         save_progress(c, &m)?;
@@ -369,14 +414,20 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
 }
 
 fn apply_receipt(c: &Connection, m: &mut Message, r: &Receipt, now: Millis) -> Result<()> {
-    let extra = EventExtra { provider_message_id: Some(r.provider_message_id.clone()), error: r.error.clone(), ..Default::default() };
+    let extra = EventExtra {
+        provider_message_id: Some(r.provider_message_id.clone()),
+        error: r.error.clone(),
+        ..Default::default()
+    };
     append_event(c, m, EventKind::from(r.state), r.occurred_at, now, extra)?;
     Ok(())
 }
 
 fn apply_pending_receipts(c: &Connection, m: &mut Message, now: Millis) -> Result<()> {
     let Some(provider_id) = m.provider_message_id.clone() else { return Ok(()) };
-    let pending: Vec<(i64, String, i64, Option<String>, Option<String>, Option<bool>)> = {
+    // (row id, state, occurred_at, error code, error detail, error permanent)
+    type PendingRow = (i64, String, i64, Option<String>, Option<String>, Option<bool>);
+    let pending: Vec<PendingRow> = {
         let mut st = c.prepare_cached(
             "SELECT id, state, occurred_at, error_code, error_detail, error_permanent FROM pending_receipts \
              WHERE channel_account_id = ?1 AND provider_message_id = ?2 ORDER BY occurred_at, id",
@@ -393,7 +444,11 @@ fn apply_pending_receipts(c: &Connection, m: &mut Message, now: Millis) -> Resul
             provider_message_id: provider_id.clone(),
             state,
             occurred_at: Millis(occurred_at),
-            error: code.map(|code| ErrorInfo { code, detail: detail.unwrap_or_default(), permanent: permanent.unwrap_or(false) }),
+            error: code.map(|code| ErrorInfo {
+                code,
+                detail: detail.unwrap_or_default(),
+                permanent: permanent.unwrap_or(false),
+            }),
         };
         apply_receipt(c, m, &receipt, now)?;
         c.prepare_cached("DELETE FROM pending_receipts WHERE id = ?1")?.execute([row_id])?;

@@ -1,0 +1,285 @@
+//! Tenancy records, and the reads: messages, the feed, figures.
+
+use super::map_write_error;
+use super::rows::{self, event_columns, message_columns};
+use crate::{ApiKey, ChannelAccount, FeedEvent, MessageFilter, MessageStats, Result, StoreError, Workspace};
+use parley_domain::{ApiKeyId, ChannelAccountId, Message, MessageId, MessageState, Millis, WorkspaceId};
+use sqlx::Row;
+use sqlx::postgres::PgPool;
+
+macro_rules! api_key_columns {
+    () => {
+        "id, workspace_id, name, prefix, hash, scopes, created_at, revoked_at"
+    };
+}
+
+macro_rules! channel_account_columns {
+    () => {
+        "id, workspace_id, channel, provider, name, config, rate_limit_per_second, max_in_flight, is_default, \
+         created_at, updated_at"
+    };
+}
+
+pub(super) async fn create_workspace(pool: &PgPool, w: &Workspace) -> Result<()> {
+    sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(w.id.to_string())
+        .bind(&w.name)
+        .bind(w.created_at.0)
+        .execute(pool)
+        .await
+        .map_err(map_write_error)?;
+    Ok(())
+}
+
+pub(super) async fn get_workspace(pool: &PgPool, id: WorkspaceId) -> Result<Option<Workspace>> {
+    let row = sqlx::query("SELECT id, name, created_at FROM workspaces WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(rows::workspace_from_row).transpose()
+}
+
+pub(super) async fn list_workspaces(pool: &PgPool) -> Result<Vec<Workspace>> {
+    let rows =
+        sqlx::query("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id").fetch_all(pool).await?;
+    rows.iter().map(rows::workspace_from_row).collect()
+}
+
+pub(super) async fn create_api_key(pool: &PgPool, k: &ApiKey) -> Result<()> {
+    sqlx::query(concat!("INSERT INTO api_keys (", api_key_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+        .bind(k.id.to_string())
+        .bind(k.workspace_id.to_string())
+        .bind(&k.name)
+        .bind(&k.prefix)
+        .bind(&k.hash)
+        .bind(k.scopes.to_stored())
+        .bind(k.created_at.0)
+        .bind(k.revoked_at.map(|t| t.0))
+        .execute(pool)
+        .await
+        .map_err(map_write_error)?;
+    Ok(())
+}
+
+pub(super) async fn find_api_key_by_hash(pool: &PgPool, hash: &str) -> Result<Option<ApiKey>> {
+    let row = sqlx::query(concat!("SELECT ", api_key_columns!(), " FROM api_keys WHERE hash = $1"))
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(rows::api_key_from_row).transpose()
+}
+
+pub(super) async fn list_api_keys(pool: &PgPool, workspace: WorkspaceId) -> Result<Vec<ApiKey>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        api_key_columns!(),
+        " FROM api_keys WHERE workspace_id = $1 ORDER BY created_at DESC, id DESC"
+    ))
+    .bind(workspace.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::api_key_from_row).collect()
+}
+
+pub(super) async fn revoke_api_key(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    id: ApiKeyId,
+    now: Millis,
+) -> Result<Option<ApiKey>> {
+    let row = sqlx::query(concat!(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE workspace_id = $1 AND id = $2 RETURNING ",
+        api_key_columns!()
+    ))
+    .bind(workspace.to_string())
+    .bind(id.to_string())
+    .bind(now.0)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(rows::api_key_from_row).transpose()
+}
+
+pub(super) async fn create_channel_account(pool: &PgPool, a: &ChannelAccount) -> Result<()> {
+    let config = serde_json::to_string(&a.config)
+        .map_err(|e| StoreError::Database(format!("cannot serialise channel account config: {e}")))?;
+    sqlx::query(concat!(
+        "INSERT INTO channel_accounts (",
+        channel_account_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(a.id.to_string())
+    .bind(a.workspace_id.to_string())
+    .bind(a.channel.as_str())
+    .bind(&a.provider)
+    .bind(&a.name)
+    .bind(config)
+    .bind(i64::from(a.rate_limit_per_second))
+    .bind(i64::from(a.max_in_flight))
+    .bind(a.is_default)
+    .bind(a.created_at.0)
+    .bind(a.updated_at.0)
+    .execute(pool)
+    .await
+    .map_err(map_write_error)?;
+    Ok(())
+}
+
+pub(super) async fn get_channel_account(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    id: ChannelAccountId,
+) -> Result<Option<ChannelAccount>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        channel_account_columns!(),
+        " FROM channel_accounts WHERE workspace_id = $1 AND id = $2"
+    ))
+    .bind(workspace.to_string())
+    .bind(id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(rows::channel_account_from_row).transpose()
+}
+
+pub(super) async fn all_channel_accounts(pool: &PgPool) -> Result<Vec<ChannelAccount>> {
+    let rows =
+        sqlx::query(concat!("SELECT ", channel_account_columns!(), " FROM channel_accounts ORDER BY created_at, id"))
+            .fetch_all(pool)
+            .await?;
+    rows.iter().map(rows::channel_account_from_row).collect()
+}
+
+pub(super) async fn list_channel_accounts(pool: &PgPool, workspace: WorkspaceId) -> Result<Vec<ChannelAccount>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        channel_account_columns!(),
+        " FROM channel_accounts WHERE workspace_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(workspace.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::channel_account_from_row).collect()
+}
+
+pub(super) async fn get_message(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    id: MessageId,
+    with_events: bool,
+) -> Result<Option<Message>> {
+    let row = sqlx::query(concat!("SELECT ", message_columns!(), " FROM messages WHERE workspace_id = $1 AND id = $2"))
+        .bind(workspace.to_string())
+        .bind(id.to_string())
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut message = rows::message_from_row(&row)?;
+    if with_events {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM message_events WHERE message_id = $1 ORDER BY sequence"
+        ))
+        .bind(id.to_string())
+        .fetch_all(pool)
+        .await?;
+        message.events = Some(rows.iter().map(rows::event_from_row).collect::<Result<_>>()?);
+    }
+    Ok(Some(message))
+}
+
+pub(super) async fn list_messages(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    filter: &MessageFilter,
+    limit: u32,
+) -> Result<Vec<Message>> {
+    // One statement for every filter combination: an absent filter is a NULL parameter.
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE workspace_id = $1 \
+         AND ($2::text IS NULL OR status = $2) \
+         AND ($3::text IS NULL OR channel = $3) \
+         AND ($4::text IS NULL OR to_address = $4) \
+         AND ($5::bigint IS NULL OR created_at >= $5) \
+         AND ($6::bigint IS NULL OR created_at < $6) \
+         AND ($7::text IS NULL OR id < $7) \
+         ORDER BY id DESC LIMIT $8"
+    ))
+    .bind(workspace.to_string())
+    .bind(filter.status.map(MessageState::as_str))
+    .bind(filter.channel.map(|c| c.as_str()))
+    .bind(filter.to.as_deref())
+    .bind(filter.created_from.map(|t| t.0))
+    .bind(filter.created_to.map(|t| t.0))
+    .bind(filter.before.map(|id| id.to_string()))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::message_from_row).collect()
+}
+
+pub(super) async fn events_after(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<FeedEvent>> {
+    let rows = sqlx::query(
+        "SELECT e.position, m.channel, e.id, e.message_id, e.workspace_id, e.sequence, e.kind, e.occurred_at, \
+         e.recorded_at, e.applied, e.attempt, e.provider_message_id, e.error_code, e.error_detail, \
+         e.error_permanent, e.retry_at \
+         FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
+         WHERE e.workspace_id = $1 AND e.position > $2 ORDER BY e.position LIMIT $3",
+    )
+    .bind(workspace.to_string())
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(FeedEvent {
+                position: row.try_get("position")?,
+                channel: rows::channel(&row.try_get::<String, _>("channel")?)?,
+                event: rows::event_from_row(row)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn message_stats(pool: &PgPool, workspace: WorkspaceId) -> Result<MessageStats> {
+    let rows = sqlx::query("SELECT status, count(*) AS n FROM messages WHERE workspace_id = $1 GROUP BY status")
+        .bind(workspace.to_string())
+        .fetch_all(pool)
+        .await?;
+    let mut by_state = Vec::with_capacity(rows.len());
+    for row in &rows {
+        by_state.push((rows::state(&row.try_get::<String, _>("status")?)?, row.try_get::<i64, _>("n")?));
+    }
+    // By name, as the SQLite store gives them, whatever order the database grouped in.
+    by_state.sort_by_key(|(state, _)| state.as_str());
+    let jobs_waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM dispatch_jobs WHERE workspace_id = $1")
+        .bind(workspace.to_string())
+        .fetch_one(pool)
+        .await?;
+    Ok(MessageStats { by_state, jobs_waiting })
+}
+
+pub(super) async fn delivery_latencies_ms(pool: &PgPool, workspace: WorkspaceId) -> Result<Vec<i64>> {
+    let latencies: Vec<i64> = sqlx::query_scalar(
+        "SELECT min(e.occurred_at) - m.created_at FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
+         WHERE e.workspace_id = $1 AND e.kind = 'delivered' GROUP BY m.id, m.created_at",
+    )
+    .bind(workspace.to_string())
+    .fetch_all(pool)
+    .await?;
+    Ok(latencies)
+}
+
+pub(super) async fn purge_idempotency(pool: &PgPool, older_than: Millis) -> Result<u64> {
+    let done =
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1").bind(older_than.0).execute(pool).await?;
+    Ok(done.rows_affected())
+}

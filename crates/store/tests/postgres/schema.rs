@@ -1,0 +1,59 @@
+//! Migrations and the schema.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn migrations_run_once_when_processes_start_together() {
+    let Some(db) = test_db().await else { return };
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            tokio::spawn(async move { PgStore::open(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().unwrap();
+    }
+    PgStore::migrate(&db.url).await.unwrap();
+    let store = PgStore::open(&db.url).await.unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM parley_migrations").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(versions, vec![1]);
+}
+
+#[tokio::test]
+async fn the_schema_matches_the_sqlite_one() {
+    let Some(db) = test_db().await else { return };
+    let store = PgStore::open(&db.url).await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name <> 'parley_migrations' ORDER BY table_name COLLATE \"C\", ordinal_position",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let postgres: Vec<String> = rows.into_iter().map(|(t, c)| format!("{t}.{c}")).collect();
+
+    let sqlite = rusqlite::Connection::open_in_memory().unwrap();
+    sqlite.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql")).unwrap();
+    let mut tables: Vec<String> = sqlite
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tables.sort();
+    let mut expected = Vec::new();
+    for table in tables {
+        let columns: Vec<String> = sqlite
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        expected.extend(columns.into_iter().map(|c| format!("{table}.{c}")));
+    }
+    assert_eq!(postgres, expected);
+}
