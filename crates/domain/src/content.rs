@@ -79,8 +79,16 @@ impl Content {
                 if variables.len() > MAX_TEMPLATE_VARIABLES {
                     return Err(err("variables", format!("at most {MAX_TEMPLATE_VARIABLES} variables are allowed")));
                 }
-                if let Some((k, _)) = variables.iter().find(|(k, v)| k.is_empty() || k.len() > 64 || v.chars().count() > 1024) {
-                    return Err(err("variables", format!("variable '{}' needs a name of 1 to 64 bytes and a value of at most 1024 characters", k.chars().take(64).collect::<String>())));
+                if let Some((k, _)) =
+                    variables.iter().find(|(k, v)| k.is_empty() || k.len() > 64 || v.chars().count() > 1024)
+                {
+                    return Err(err(
+                        "variables",
+                        format!(
+                            "variable '{}' needs a name of 1 to 64 bytes and a value of at most 1024 characters",
+                            k.chars().take(64).collect::<String>()
+                        ),
+                    ));
                 }
             }
             Content::Media { url, caption, mime_type } => {
@@ -129,7 +137,8 @@ mod tests {
         )
         .unwrap();
         assert!(c.validate().is_ok());
-        let c: Content = serde_json::from_str(r#"{"type":"media","url":"https://x.example/a.jpg","caption":"c"}"#).unwrap();
+        let c: Content =
+            serde_json::from_str(r#"{"type":"media","url":"https://x.example/a.jpg","caption":"c"}"#).unwrap();
         assert!(c.validate().is_ok());
     }
 

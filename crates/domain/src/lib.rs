@@ -17,7 +17,7 @@ pub mod time;
 pub use address::{Address, AddressError, E164};
 pub use content::{Content, ContentError};
 pub use ids::*;
-pub use provider::{InboundMessage, Receipt};
 pub use message::{Channel, Direction, ErrorInfo, EventKind, Message, MessageEvent, MessageState};
+pub use provider::{InboundMessage, Receipt};
 pub use scope::{Scope, Scopes};
 pub use time::Millis;

@@ -6,7 +6,7 @@
 //! sequence number; an observation that would move the state backwards (a late `sent` receipt
 //! after `delivered`) is still recorded, with `applied: false`, but the state stays.
 
-use crate::{ChannelAccountId, Content, EventId, Millis, MessageId, WorkspaceId};
+use crate::{ChannelAccountId, Content, EventId, MessageId, Millis, WorkspaceId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

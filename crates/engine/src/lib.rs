@@ -138,8 +138,9 @@ impl Engine {
     /// Start the dispatcher (if this process runs workers).
     pub async fn start(&self) {
         if self.inner.config.run_workers {
-            let handle = tokio::spawn(dispatch::run(self.clone()));
-            self.inner.tasks.lock().await.push(handle);
+            let mut tasks = self.inner.tasks.lock().await;
+            tasks.push(tokio::spawn(dispatch::run(self.clone())));
+            tasks.push(tokio::spawn(maintenance(self.clone())));
         }
     }
 
@@ -179,5 +180,22 @@ impl Engine {
 
     pub fn dispatch_stats(&self) -> DispatchStats {
         self.inner.dispatch_stats.snapshot()
+    }
+}
+
+/// Periodic clean-up: idempotency keys are kept for 24 hours, then deleted.
+async fn maintenance(engine: Engine) {
+    let shutdown = engine.inner.shutdown.clone();
+    loop {
+        let cutoff = parley_domain::Millis::now().plus_millis(-parley_store::IDEMPOTENCY_TTL_MS);
+        match engine.store().purge_idempotency(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete expired idempotency keys"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
