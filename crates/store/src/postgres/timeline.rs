@@ -50,7 +50,8 @@ impl Timeline {
         let applied = kind.state().is_some_and(|next| message.status.can_advance_to(next));
         if applied && let Some(next) = kind.state() {
             message.status = next;
-            if next.is_failure() && observation.error.is_some() {
+            // The error that ended the message (none for a cancel), replacing a transient one.
+            if next.is_failure() {
                 message.error.clone_from(&observation.error);
             }
         }

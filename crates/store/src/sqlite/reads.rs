@@ -12,7 +12,7 @@ pub fn get_workspace(c: &Connection, id: WorkspaceId) -> Result<Option<Workspace
 }
 
 pub fn list_workspaces(c: &Connection) -> Result<Vec<Workspace>> {
-    let mut st = c.prepare_cached("SELECT id, name, created_at FROM workspaces ORDER BY id")?;
+    let mut st = c.prepare_cached("SELECT id, name, created_at FROM workspaces ORDER BY created_at, id")?;
     let mut rows = st.query([])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -28,8 +28,9 @@ pub fn find_api_key_by_hash(c: &Connection, hash: &str) -> Result<Option<ApiKey>
 }
 
 pub fn list_api_keys(c: &Connection, workspace: WorkspaceId) -> Result<Vec<ApiKey>> {
-    let mut st =
-        c.prepare_cached(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY id DESC"))?;
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE workspace_id = ?1 ORDER BY created_at DESC, id DESC"
+    ))?;
     let mut rows = st.query([workspace.to_string()])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -52,7 +53,8 @@ pub fn get_channel_account(
 
 pub fn list_channel_accounts(c: &Connection, workspace: Option<WorkspaceId>) -> Result<Vec<ChannelAccount>> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT {CHANNEL_ACCOUNT_COLUMNS} FROM channel_accounts WHERE ?1 IS NULL OR workspace_id = ?1 ORDER BY id"
+        "SELECT {CHANNEL_ACCOUNT_COLUMNS} FROM channel_accounts WHERE ?1 IS NULL OR workspace_id = ?1 \
+         ORDER BY created_at, id"
     ))?;
     let mut rows = st.query([workspace.map(|w| w.to_string())])?;
     let mut out = Vec::new();

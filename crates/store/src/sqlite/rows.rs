@@ -19,6 +19,22 @@ pub fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} '{value}'"))
 }
 
+/// The error of a write: a unique-key violation means the caller stored something twice
+/// (`Conflict`, as on PostgreSQL); anything else is the database's trouble.
+pub fn write_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(failure, message)
+            if matches!(
+                failure.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            ) =>
+        {
+            StoreError::Conflict(message.clone().unwrap_or_else(|| e.to_string()))
+        }
+        _ => e.into(),
+    }
+}
+
 fn parse<T, E>(what: &str, value: String, f: impl FnOnce(&str) -> Result<T, E>) -> Result<T> {
     f(&value).map_err(|_| corrupt(what, &value))
 }

@@ -1,7 +1,7 @@
 //! Writes, run on the writer thread inside the group-commit transaction (each in a savepoint).
 
 use super::reads::events_of;
-use super::rows::{self, MESSAGE_COLUMNS};
+use super::rows::{self, MESSAGE_COLUMNS, write_error};
 use crate::{
     ApiKey, CancelOutcome, ChannelAccount, ClaimBatch, ClaimedJob, CreateMessages, CreateOutcome, DispatchOutcome,
     IDEMPOTENCY_TTL_MS, OutcomeKind, Result, Workspace,
@@ -13,11 +13,9 @@ use parley_domain::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub fn create_workspace(c: &Connection, w: &Workspace) -> Result<()> {
-    c.prepare_cached("INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)")?.execute(params![
-        w.id.to_string(),
-        w.name,
-        w.created_at.0
-    ])?;
+    c.prepare_cached("INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![w.id.to_string(), w.name, w.created_at.0])
+        .map_err(write_error)?;
     Ok(())
 }
 
@@ -35,7 +33,8 @@ pub fn create_api_key(c: &Connection, k: &ApiKey) -> Result<()> {
         k.scopes.to_stored(),
         k.created_at.0,
         k.revoked_at.map(|m| m.0)
-    ])?;
+    ])
+    .map_err(write_error)?;
     Ok(())
 }
 
@@ -67,7 +66,8 @@ pub fn create_channel_account(c: &Connection, a: &ChannelAccount) -> Result<()> 
         a.is_default,
         a.created_at.0,
         a.updated_at.0
-    ])?;
+    ])
+    .map_err(write_error)?;
     Ok(())
 }
 
@@ -101,7 +101,8 @@ fn insert_message(c: &Connection, m: &Message) -> Result<()> {
         m.sequence,
         m.created_at.0,
         m.updated_at.0
-    ])?;
+    ])
+    .map_err(write_error)?;
     Ok(())
 }
 
@@ -126,7 +127,8 @@ fn insert_event(c: &Connection, workspace: WorkspaceId, e: &MessageEvent) -> Res
         e.error.as_ref().map(|x| x.detail.as_str()),
         e.error.as_ref().map(|x| x.permanent),
         e.retry_at.map(|t| t.0)
-    ])?;
+    ])
+    .map_err(write_error)?;
     Ok(())
 }
 
@@ -140,7 +142,9 @@ struct EventExtra {
 }
 
 /// Record an event on `m` (in memory and in the events table) and move its state when the event
-/// is a state the message can advance to. The caller saves `m` with [`save_progress`].
+/// is a state the message can advance to. A failure that is applied sets the message's error to
+/// the event's: the error that ended the message. `updated_at` never goes back. The caller saves
+/// `m` with [`save_progress`].
 fn append_event(
     c: &Connection,
     m: &mut Message,
@@ -171,7 +175,7 @@ fn append_event(
             m.error = extra.error;
         }
     }
-    m.updated_at = now;
+    m.updated_at = m.updated_at.max(now);
     Ok(applied)
 }
 
@@ -255,7 +259,8 @@ pub fn create_messages(c: &Connection, req: &CreateMessages) -> Result<CreateOut
             new.message.channel_account_id.to_string(),
             new.due_at.0,
             req.now.0
-        ])?;
+        ])
+        .map_err(write_error)?;
     }
     Ok(CreateOutcome::Created)
 }
@@ -286,7 +291,7 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
     let due: Vec<(String, i32)> = {
         let mut st = c.prepare_cached(
             "SELECT message_id, attempt FROM dispatch_jobs WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
-             ORDER BY due_at LIMIT ?2",
+             ORDER BY due_at, message_id LIMIT ?2",
         )?;
         let mapped = st.query_map(params![now.0, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
         mapped.collect::<Result<_, _>>()?
@@ -337,7 +342,7 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
             )?;
         }
         m.attempts = attempt;
-        m.updated_at = now;
+        m.updated_at = m.updated_at.max(now);
         save_progress(c, &m)?;
         batch.jobs.push(ClaimedJob { message: m, attempt, lease_until });
     }
@@ -352,29 +357,37 @@ pub fn expired_error() -> ErrorInfo {
     }
 }
 
+/// Outcomes are the dispatcher's own observations: recorded at the time it gives (`at`).
 pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<()> {
-    let now = Millis::now();
     for o in outcomes {
         let Some(mut m) = load_message(c, o.message_id)? else { continue };
         let attempt = Some(o.attempt);
         match &o.kind {
             OutcomeKind::Sent { provider_message_id } => {
-                m.provider_message_id = Some(provider_message_id.clone());
-                m.error = None;
                 let extra = EventExtra {
                     attempt,
                     provider_message_id: Some(provider_message_id.clone()),
                     ..Default::default()
                 };
-                append_event(c, &mut m, EventKind::Sent, o.at, now, extra)?;
+                let applied = append_event(c, &mut m, EventKind::Sent, o.at, o.at, extra)?;
+                m.provider_message_id = Some(provider_message_id.clone());
+                // The transient error of an earlier attempt is over; the error that ended a
+                // message (a stale claim's `sent` after another claim failed it) stays.
+                if applied {
+                    m.error = None;
+                }
                 delete_job(c, o.message_id)?;
-                apply_pending_receipts(c, &mut m, now)?;
+                apply_pending_receipts(c, &mut m, o.at)?;
             }
             OutcomeKind::Retry { error, retry_at } => {
-                m.error = Some(error.clone());
+                // The message's error while it is retried; once it is past sending (another
+                // claim sent or ended it), this stale attempt's error is only recorded.
+                if m.status.can_advance_to(MessageState::Sent) {
+                    m.error = Some(error.clone());
+                }
                 let extra =
                     EventExtra { attempt, error: Some(error.clone()), retry_at: Some(*retry_at), ..Default::default() };
-                append_event(c, &mut m, EventKind::AttemptFailed, o.at, now, extra)?;
+                append_event(c, &mut m, EventKind::AttemptFailed, o.at, o.at, extra)?;
                 // Only the claim that still holds the job may reschedule it: a worker whose lease
                 // ran out must not free a job that another worker holds now.
                 c.prepare_cached(
@@ -391,7 +404,7 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                     &mut m,
                     kind,
                     o.at,
-                    now,
+                    o.at,
                     EventExtra { attempt, error: Some(error.clone()), ..Default::default() },
                 )?;
                 delete_job(c, o.message_id)?;
@@ -404,7 +417,7 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                     )?
                     .execute(params![o.message_id.to_string(), due_at.0, o.lease_owner, o.attempt])?;
                 if released > 0 {
-                    m.attempts = (m.attempts - 1).max(0);
+                    m.attempts = (o.attempt - 1).max(0);
                 }
             }
         }
@@ -511,7 +524,9 @@ pub fn record_inbound(c: &Connection, inbound: &[InboundMessage]) -> Result<Vec<
             })
             .optional()?;
         let Some((workspace, channel, account_name)) = account else { continue };
-        let now = Millis::now();
+        // Sent to no address the provider named, it is taken to be addressed to the channel
+        // account itself; it was created (and is recorded) when it was received.
+        let now = i.received_at;
         let mut m = Message {
             id: MessageId::new(),
             workspace_id: WorkspaceId::parse(&workspace).map_err(|_| rows::corrupt("workspace id", &workspace))?,
@@ -556,7 +571,14 @@ pub fn record_inbound(c: &Connection, inbound: &[InboundMessage]) -> Result<Vec<
     Ok(stored)
 }
 
+/// The claim's attempt is given back, on the job and on its message: the job was not tried.
 pub fn release_leases(c: &Connection, owner: &str) -> Result<u64> {
+    c.prepare_cached(
+        "UPDATE messages SET attempts = (SELECT MAX(j.attempt - 1, 0) FROM dispatch_jobs AS j \
+         WHERE j.message_id = messages.id) \
+         WHERE id IN (SELECT message_id FROM dispatch_jobs WHERE lease_owner = ?1)",
+    )?
+    .execute([owner])?;
     let n = c
         .prepare_cached(
             "UPDATE dispatch_jobs SET lease_owner = NULL, lease_until = NULL, attempt = MAX(attempt - 1, 0) \

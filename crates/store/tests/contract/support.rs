@@ -1,10 +1,11 @@
-//! The test database, fixtures and helpers.
+//! The databases, fixtures and helpers.
 
 pub use parley_domain::{
     ApiKeyId, Channel, ChannelAccountId, Content, Direction, ErrorInfo, EventId, EventKind, InboundMessage, Message,
     MessageEvent, MessageId, MessageState, Millis, Receipt, Scope, Scopes, WorkspaceId,
 };
 pub use parley_store::postgres::PgStore;
+pub use parley_store::sqlite::SqliteStore;
 pub use parley_store::{
     ApiKey, CancelOutcome, ChannelAccount, CreateMessages, CreateOutcome, DispatchOutcome, IDEMPOTENCY_TTL_MS,
     IdempotentRequest, MessageFilter, NewOutbound, OutcomeKind, Store, StoreError, Workspace,
@@ -16,7 +17,9 @@ pub use std::sync::Arc;
 pub const T0: Millis = Millis(1_800_000_000_000);
 pub const LEASE_MS: i64 = 30_000;
 
-/// A database of its own for one test, dropped (with its connections) when the value is.
+/// A PostgreSQL database of its own for one test, dropped (with its connections) when the value
+/// is. Without `PARLEY_TEST_POSTGRES_URL` there is none: the test says so and passes, except on
+/// CI (`CI=true`), where it fails.
 pub struct TestDb {
     admin_url: String,
     name: String,
@@ -69,31 +72,101 @@ impl Drop for TestDb {
     }
 }
 
+/// The backends every contract test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database of one test: a fresh SQLite file in a directory of its own, or a PostgreSQL
+/// database of its own. Both go away when the value is dropped.
+pub enum Database {
+    Sqlite { path: std::path::PathBuf, _dir: tempfile::TempDir },
+    Postgres(TestDb),
+}
+
+impl Database {
+    /// `None` when the backend is not available here (PostgreSQL without its URL, off CI).
+    pub async fn create(backend: Backend) -> Option<Database> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::TempDir::new().expect("create a temporary directory");
+                let path = dir.path().join("parley.db");
+                Some(Database::Sqlite { path, _dir: dir })
+            }
+            Backend::Postgres => test_db().await.map(Database::Postgres),
+        }
+    }
+
+    /// A new store on this database, as a process starting up would open it.
+    pub async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Database::Sqlite { path, .. } => {
+                Arc::new(SqliteStore::open(path.to_str().expect("a UTF-8 path")).await.expect("open the store"))
+            }
+            Database::Postgres(db) => Arc::new(PgStore::open(&db.url).await.expect("open the store")),
+        }
+    }
+
+    /// The number of rows of `table`, read with plain SQL beside the store.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        match self {
+            Database::Sqlite { path, .. } => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
+                    conn.query_row(&sql, [], |r| r.get(0)).expect("count rows")
+                })
+                .await
+                .unwrap()
+            }
+            Database::Postgres(db) => {
+                let mut conn = PgConnection::connect(&db.url).await.expect("connect to the test database");
+                let n = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.expect("count rows");
+                conn.close().await.ok();
+                n
+            }
+        }
+    }
+}
+
 pub struct Fixture {
-    pub store: Arc<PgStore>,
+    pub store: Arc<dyn Store>,
+    pub backend: Backend,
     pub ws: WorkspaceId,
     pub sms: ChannelAccountId,
     pub whatsapp: ChannelAccountId,
-    // Last, so that the database is dropped after the store's connections.
-    pub db: TestDb,
+    // Last, so that the database goes after the store's connections.
+    pub db: Database,
 }
 
-pub async fn fixture() -> Option<Fixture> {
-    let db = test_db().await?;
-    let store = Arc::new(PgStore::open(&db.url).await.expect("open the store"));
-    let ws = workspace(&store, "Acme").await;
-    let sms = account(&store, ws, Channel::Sms).await;
-    let whatsapp = account(&store, ws, Channel::Whatsapp).await;
-    Some(Fixture { store, ws, sms, whatsapp, db })
+/// A store on a fresh database of `backend`, with the workspace "Acme" and its SMS and WhatsApp
+/// accounts; `None` when the backend is not available (see [`test_db`]).
+pub async fn fixture(backend: Backend) -> Option<Fixture> {
+    let db = Database::create(backend).await?;
+    let store = db.open().await;
+    assert_eq!(
+        store.backend(),
+        match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    );
+    let ws = workspace(store.as_ref(), "Acme").await;
+    let sms = account(store.as_ref(), ws, Channel::Sms).await;
+    let whatsapp = account(store.as_ref(), ws, Channel::Whatsapp).await;
+    Some(Fixture { store, backend, ws, sms, whatsapp, db })
 }
 
-pub async fn workspace(store: &PgStore, name: &str) -> WorkspaceId {
+pub async fn workspace(store: &dyn Store, name: &str) -> WorkspaceId {
     let ws = Workspace { id: WorkspaceId::new(), name: name.into(), created_at: T0 };
     store.create_workspace(&ws).await.unwrap();
     ws.id
 }
 
-pub async fn account(store: &PgStore, ws: WorkspaceId, channel: Channel) -> ChannelAccountId {
+pub async fn account(store: &dyn Store, ws: WorkspaceId, channel: Channel) -> ChannelAccountId {
     let account = ChannelAccount {
         id: ChannelAccountId::new(),
         workspace_id: ws,
@@ -195,6 +268,15 @@ pub fn keyed(ws: WorkspaceId, messages: Vec<NewOutbound>, now: Millis, key: &str
 }
 
 impl Fixture {
+    /// The store a second process would use: on PostgreSQL another store on the same database;
+    /// SQLite serves one process, so there it is the same store.
+    pub async fn peer(&self) -> Arc<dyn Store> {
+        match self.backend {
+            Backend::Sqlite => self.store.clone(),
+            Backend::Postgres => self.db.open().await,
+        }
+    }
+
     /// Store one queued SMS message now; its id.
     pub async fn send(&self, to: &str, now: Millis) -> MessageId {
         let new = outbound(self.ws, self.sms, Channel::Sms, to, now);

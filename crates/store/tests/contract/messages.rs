@@ -2,9 +2,7 @@
 
 use crate::support::*;
 
-#[tokio::test]
-async fn create_get_and_list_with_filters_and_cursor() {
-    let Some(f) = fixture().await else { return };
+pub async fn create_get_and_list_with_filters_and_cursor(f: Fixture) {
     let mut ids = Vec::new();
     for (i, to) in ["+4915111111111", "+4915122222222", "+4915111111111", "+4915133333333"].iter().enumerate() {
         let now = T0.plus_millis(i as i64 * 1000);
@@ -30,7 +28,7 @@ async fn create_get_and_list_with_filters_and_cursor() {
     assert_eq!(Message { events: None, ..got.clone() }, expected);
     assert!(f.store.get_message(f.ws, wa_id, false).await.unwrap().unwrap().events.is_none());
     // Another workspace sees nothing.
-    let other = workspace(&f.store, "Other").await;
+    let other = workspace(&*f.store, "Other").await;
     assert!(f.store.get_message(other, wa_id, true).await.unwrap().is_none());
     assert!(f.store.list_messages(other, &MessageFilter::default(), 50).await.unwrap().is_empty());
 
@@ -89,10 +87,8 @@ async fn create_get_and_list_with_filters_and_cursor() {
     assert!(f.store.events_after(other, 0, 100).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn tenancy_records_round_trip() {
-    let Some(f) = fixture().await else { return };
-    let other = workspace(&f.store, "Other").await;
+pub async fn tenancy_records_round_trip(f: Fixture) {
+    let other = workspace(&*f.store, "Other").await;
     let names: Vec<String> = f.store.list_workspaces().await.unwrap().into_iter().map(|w| w.name).collect();
     assert_eq!(names, ["Acme", "Other"]);
     assert_eq!(f.store.get_workspace(f.ws).await.unwrap().map(|w| w.name), Some("Acme".into()));
@@ -133,13 +129,54 @@ async fn tenancy_records_round_trip() {
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&f.sms) && listed.contains(&f.whatsapp));
     assert_eq!(f.store.all_channel_accounts().await.unwrap().len(), 2);
-    assert_eq!(f.store.backend(), "postgres");
     f.store.ping().await.unwrap();
+
+    // A record stored twice is a conflict, not a database failure.
+    let acme = f.store.get_workspace(f.ws).await.unwrap().unwrap();
+    assert!(matches!(f.store.create_workspace(&acme).await, Err(StoreError::Conflict(_))));
+    let sms = f.store.get_channel_account(f.ws, f.sms).await.unwrap().unwrap();
+    assert!(matches!(f.store.create_channel_account(&sms).await, Err(StoreError::Conflict(_))));
+    assert_eq!(f.store.all_channel_accounts().await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn idempotency_replays_refuses_reuse_and_expires() {
-    let Some(f) = fixture().await else { return };
+/// "Oldest first" and "newest first" go by the records' creation times, whatever the order they
+/// were stored in.
+pub async fn lists_follow_creation_times(f: Fixture) {
+    for (name, at) in [("Later", T0.plus_millis(20)), ("Earlier", T0.plus_millis(10))] {
+        let ws = Workspace { id: WorkspaceId::new(), name: name.into(), created_at: at };
+        f.store.create_workspace(&ws).await.unwrap();
+    }
+    let names: Vec<String> = f.store.list_workspaces().await.unwrap().into_iter().map(|w| w.name).collect();
+    assert_eq!(names, ["Acme", "Earlier", "Later"]);
+
+    let key = |name: &str, at: Millis| ApiKey {
+        id: ApiKeyId::new(),
+        workspace_id: f.ws,
+        name: name.into(),
+        prefix: "pk_3f9a1c".into(),
+        hash: format!("hash of {name}"),
+        scopes: Scopes::new(vec![Scope::MessagesRead]),
+        created_at: at,
+        revoked_at: None,
+    };
+    for (name, at) in [("middle", T0.plus_millis(2)), ("newest", T0.plus_millis(3)), ("oldest", T0.plus_millis(1))] {
+        f.store.create_api_key(&key(name, at)).await.unwrap();
+    }
+    let names: Vec<String> = f.store.list_api_keys(f.ws).await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, ["newest", "middle", "oldest"]);
+
+    let mut older = f.store.get_channel_account(f.ws, f.sms).await.unwrap().unwrap();
+    older.id = ChannelAccountId::new();
+    older.name = "older".into();
+    older.created_at = Millis(T0.0 - 1000);
+    f.store.create_channel_account(&older).await.unwrap();
+    let names: Vec<String> = f.store.list_channel_accounts(f.ws).await.unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["older", "sms account", "whatsapp account"]);
+    let names: Vec<String> = f.store.all_channel_accounts().await.unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["older", "sms account", "whatsapp account"]);
+}
+
+pub async fn idempotency_replays_refuses_reuse_and_expires(f: Fixture) {
     let new = || vec![outbound(f.ws, f.sms, Channel::Sms, "+4915111111111", T0)];
     let first = f.store.create_messages(keyed(f.ws, new(), T0, "k1", "h1")).await.unwrap();
     assert_eq!(first, CreateOutcome::Created);
@@ -150,7 +187,7 @@ async fn idempotency_replays_refuses_reuse_and_expires() {
     assert_eq!(f.store.list_messages(f.ws, &MessageFilter::default(), 50).await.unwrap().len(), 1);
 
     // Keys belong to a workspace.
-    let other = workspace(&f.store, "Other").await;
+    let other = workspace(&*f.store, "Other").await;
     let elsewhere = vec![outbound(other, f.sms, Channel::Sms, "+4915111111111", T0)];
     assert_eq!(f.store.create_messages(keyed(other, elsewhere, T0, "k1", "h2")).await.unwrap(), CreateOutcome::Created);
 
@@ -173,14 +210,12 @@ async fn idempotency_replays_refuses_reuse_and_expires() {
     assert_eq!(f.store.purge_idempotency(T0.plus_millis(1)).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn fifty_concurrent_requests_with_one_key_create_one_message() {
-    let Some(f) = fixture().await else { return };
+pub async fn fifty_concurrent_requests_with_one_key_create_one_message(f: Fixture) {
     // Two stores on one database, as two processes would be.
-    let second = Arc::new(PgStore::open(&f.db.url).await.unwrap());
+    let second = f.peer().await;
     let mut tasks = Vec::new();
     for i in 0..50 {
-        let store: Arc<PgStore> = if i % 2 == 0 { f.store.clone() } else { second.clone() };
+        let store: Arc<dyn Store> = if i % 2 == 0 { f.store.clone() } else { second.clone() };
         let req =
             keyed(f.ws, vec![outbound(f.ws, f.sms, Channel::Sms, "+4915111111111", T0)], T0, "same-key", "same-hash");
         tasks.push(tokio::spawn(async move { store.create_messages(req).await }));
@@ -202,9 +237,7 @@ async fn fifty_concurrent_requests_with_one_key_create_one_message() {
     assert_eq!(f.store.message_stats(f.ws).await.unwrap().jobs_waiting, 1);
 }
 
-#[tokio::test]
-async fn a_bad_request_in_a_batch_fails_alone() {
-    let Some(f) = fixture().await else { return };
+pub async fn a_bad_request_in_a_batch_fails_alone(f: Fixture) {
     let existing = outbound(f.ws, f.sms, Channel::Sms, "+4915111111111", T0);
     f.store.create_messages(request(f.ws, vec![existing.clone()], T0)).await.unwrap();
     // Many requests at once, so that they share batches; one repeats a stored message id, and
@@ -234,13 +267,11 @@ async fn a_bad_request_in_a_batch_fails_alone() {
     assert_eq!(f.store.events_after(f.ws, 0, 1000).await.unwrap().len(), 238);
 }
 
-#[tokio::test]
-async fn the_feed_never_skips_an_event_committed_late() {
-    let Some(f) = fixture().await else { return };
-    let second = Arc::new(PgStore::open(&f.db.url).await.unwrap());
+pub async fn the_feed_never_skips_an_event_committed_late(f: Fixture) {
+    let second = f.peer().await;
     let writers: Vec<_> = (0..6)
         .map(|w| {
-            let store: Arc<PgStore> = if w % 2 == 0 { f.store.clone() } else { second.clone() };
+            let store: Arc<dyn Store> = if w % 2 == 0 { f.store.clone() } else { second.clone() };
             let (ws, sms) = (f.ws, f.sms);
             tokio::spawn(async move {
                 for i in 0..40 {

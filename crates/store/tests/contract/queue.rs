@@ -2,10 +2,8 @@
 
 use crate::support::*;
 
-#[tokio::test]
-async fn concurrent_claimers_never_get_the_same_job() {
-    let Some(f) = fixture().await else { return };
-    let second = Arc::new(PgStore::open(&f.db.url).await.unwrap());
+pub async fn concurrent_claimers_never_get_the_same_job(f: Fixture) {
+    let second = f.peer().await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = f.store.clone();
@@ -21,7 +19,7 @@ async fn concurrent_claimers_never_get_the_same_job() {
     let now = T0.plus_seconds(10);
     let mut claimers = Vec::new();
     for c in 0..8 {
-        let store: Arc<PgStore> = if c % 2 == 0 { f.store.clone() } else { second.clone() };
+        let store: Arc<dyn Store> = if c % 2 == 0 { f.store.clone() } else { second.clone() };
         claimers.push(tokio::spawn(async move {
             let owner = format!("claimer-{c}");
             let mut got = Vec::new();
@@ -48,9 +46,7 @@ async fn concurrent_claimers_never_get_the_same_job() {
     assert_eq!(f.store.message_stats(f.ws).await.unwrap().count(MessageState::Sending), 2000);
 }
 
-#[tokio::test]
-async fn a_lease_that_runs_out_makes_the_job_claimable_again() {
-    let Some(f) = fixture().await else { return };
+pub async fn a_lease_that_runs_out_makes_the_job_claimable_again(f: Fixture) {
     let id = f.send("+4915111111111", T0).await;
     let first = f.claim("a", T0).await;
     assert_eq!(first.jobs.len(), 1);
@@ -79,15 +75,21 @@ async fn a_lease_that_runs_out_makes_the_job_claimable_again() {
     assert_eq!(third.jobs.first().map(|j| j.attempt), Some(2));
 }
 
-#[tokio::test]
-async fn sent_then_receipts_move_forward_only() {
-    let Some(f) = fixture().await else { return };
+pub async fn sent_then_receipts_move_forward_only(f: Fixture) {
     let id = f.send("+4915111111111", T0).await;
     let claim = f.claim("d", T0.plus_millis(100)).await;
     assert_eq!(claim.jobs.len(), 1);
+    assert_eq!(claim.jobs[0].message.updated_at, T0.plus_millis(100));
     f.outcome(id, "d", 1, T0.plus_millis(200), OutcomeKind::Sent { provider_message_id: "p-1".into() }).await;
     let sent = f.get(id).await;
     assert_eq!((sent.status, sent.provider_message_id.as_deref()), (MessageState::Sent, Some("p-1")));
+    // The dispatcher's observations are recorded at the time it gives.
+    let event = sent.events.as_ref().unwrap()[3].clone();
+    assert_eq!(
+        (event.kind, event.occurred_at, event.recorded_at),
+        (EventKind::Sent, T0.plus_millis(200), T0.plus_millis(200))
+    );
+    assert_eq!((event.attempt, sent.updated_at), (Some(1), T0.plus_millis(200)));
     assert!(f.claim("d", T0.plus_seconds(3600)).await.jobs.is_empty(), "the job is gone");
     assert_eq!(f.store.cancel_message(f.ws, id, T0.plus_millis(300)).await.unwrap().status(), "not_cancelable");
 
@@ -122,25 +124,19 @@ async fn sent_then_receipts_move_forward_only() {
     assert_eq!(f.store.delivery_latencies_ms(f.ws).await.unwrap(), vec![5000]);
 }
 
-#[tokio::test]
-async fn a_receipt_before_the_sent_outcome_is_kept_and_applied_later() {
-    let Some(f) = fixture().await else { return };
+pub async fn a_receipt_before_the_sent_outcome_is_kept_and_applied_later(f: Fixture) {
     let id = f.send("+4915111111111", T0).await;
     f.claim("d", T0).await;
     // The provider's receipt overtakes the answer to the send.
     f.store.record_receipts(vec![f.receipt("p-2", MessageState::Delivered, T0.plus_millis(900))]).await.unwrap();
     assert_eq!(f.get(id).await.status, MessageState::Sending);
-    let kept: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pending_receipts").fetch_one(f.store.pool()).await.unwrap();
-    assert_eq!(kept, 1);
+    assert_eq!(f.db.count("pending_receipts").await, 1);
 
     f.outcome(id, "d", 1, T0.plus_millis(1000), OutcomeKind::Sent { provider_message_id: "p-2".into() }).await;
     let message = f.get(id).await;
     assert_eq!(message.status, MessageState::Delivered);
     assert_eq!(kinds(&message)[3..], [(EventKind::Sent, true), (EventKind::Delivered, true)]);
-    let kept: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pending_receipts").fetch_one(f.store.pool()).await.unwrap();
-    assert_eq!(kept, 0);
+    assert_eq!(f.db.count("pending_receipts").await, 0);
 
     // A receipt for another account's message of the same provider id is kept apart.
     let mut other = f.receipt("p-2", MessageState::Delivered, T0);
@@ -149,9 +145,7 @@ async fn a_receipt_before_the_sent_outcome_is_kept_and_applied_later() {
     assert_eq!(f.get(id).await.sequence, 5);
 }
 
-#[tokio::test]
-async fn retry_failure_and_release_outcomes() {
-    let Some(f) = fixture().await else { return };
+pub async fn retry_failure_and_release_outcomes(f: Fixture) {
     let retried = f.send("+4915111111111", T0).await;
     let failed = f.send("+4915122222222", T0).await;
     let released = f.send("+4915133333333", T0).await;
@@ -205,9 +199,71 @@ async fn retry_failure_and_release_outcomes() {
     assert_eq!((m.status, m.error, m.attempts), (MessageState::Sent, None, 3));
 }
 
-#[tokio::test]
-async fn cancel_outcomes() {
-    let Some(f) = fixture().await else { return };
+/// A message's error is the one that ended it, or the latest transient one while it is retried:
+/// outcomes that come from a claim which lost its lease, after another ended the message, change
+/// neither its state nor its error.
+pub async fn stale_outcomes_leave_the_error_that_ended_the_message(f: Fixture) {
+    let transient = ErrorInfo { code: "sandbox:throttled".into(), detail: "slow down".into(), permanent: false };
+    let permanent =
+        ErrorInfo { code: "sandbox:invalid_number".into(), detail: "no such number".into(), permanent: true };
+    let retry = |at: Millis| OutcomeKind::Retry { error: transient.clone(), retry_at: at.plus_seconds(60) };
+    let sent = |pid: &str| OutcomeKind::Sent { provider_message_id: pid.into() };
+
+    // "a" stalls past its lease; "b" takes the job over and fails the message for good. Then "a"
+    // comes back with what it saw.
+    let failed = f.send("+4915111111111", T0).await;
+    let sent_by_b = f.send("+4915122222222", T0).await;
+    assert_eq!(f.claim("a", T0).await.jobs.len(), 2);
+    let taken_over = f.claim("b", T0.plus_millis(LEASE_MS)).await;
+    assert_eq!(taken_over.jobs.iter().map(|j| j.attempt).collect::<Vec<_>>(), [2, 2]);
+    let at = T0.plus_millis(LEASE_MS + 10);
+    f.outcome(failed, "b", 2, at, OutcomeKind::Failed { error: permanent.clone() }).await;
+    f.outcome(sent_by_b, "b", 2, at, sent("p-b")).await;
+    let late = T0.plus_millis(LEASE_MS + 20);
+    for id in [failed, sent_by_b] {
+        f.outcome(id, "a", 1, late, retry(late)).await;
+        f.outcome(id, "a", 1, late, sent("p-a")).await;
+    }
+    // A failure after `sent` is a move the state machine allows (the provider may still refuse
+    // the message); after `failed` nothing moves.
+    f.outcome(failed, "a", 1, late, OutcomeKind::Failed { error: transient.clone() }).await;
+    f.outcome(failed, "a", 1, late, OutcomeKind::Expired { error: transient.clone() }).await;
+    let m = f.get(failed).await;
+    assert_eq!((m.status, m.error.clone()), (MessageState::Failed, Some(permanent.clone())));
+    assert_eq!(
+        kinds(&m)[3..],
+        [
+            (EventKind::Failed, true),
+            (EventKind::AttemptFailed, false),
+            (EventKind::Sent, false),
+            (EventKind::Failed, false),
+            (EventKind::Expired, false)
+        ]
+    );
+    assert_eq!(m.provider_message_id.as_deref(), Some("p-a"), "a sent outcome stores the provider id");
+    let m = f.get(sent_by_b).await;
+    assert_eq!((m.status, m.error.clone()), (MessageState::Sent, None));
+    assert_eq!(kinds(&m)[3..], [(EventKind::Sent, true), (EventKind::AttemptFailed, false), (EventKind::Sent, false)]);
+    assert!(f.claim("c", late.plus_seconds(3600)).await.jobs.is_empty(), "no job comes back");
+
+    // A transient error is the message's error while it waits for its next attempt; a retry that
+    // comes when the message can no longer be sent does not set one.
+    let retried = f.send("+4915133333333", T0).await;
+    assert_eq!(f.claim("a", T0).await.jobs.len(), 1);
+    f.outcome(retried, "a", 1, T0.plus_millis(10), retry(T0)).await;
+    assert_eq!(f.get(retried).await.error, Some(transient.clone()));
+    let canceled = f.store.cancel_message(f.ws, retried, T0.plus_millis(20)).await.unwrap();
+    assert_eq!(canceled.status(), "canceled");
+    let error = f.get(retried).await.error;
+    let other = ErrorInfo { code: "sandbox:busy".into(), ..transient.clone() };
+    let stale = OutcomeKind::Retry { error: other, retry_at: T0.plus_seconds(120) };
+    f.outcome(retried, "a", 1, T0.plus_millis(30), stale).await;
+    let m = f.get(retried).await;
+    assert_eq!((m.status, m.error), (MessageState::Canceled, error));
+    assert!(f.claim("c", T0.plus_seconds(3600)).await.jobs.is_empty(), "a stale retry brings no job back");
+}
+
+pub async fn cancel_outcomes(f: Fixture) {
     let queued = f.send("+4915111111111", T0).await;
     let canceled = f.store.cancel_message(f.ws, queued, T0.plus_millis(10)).await.unwrap();
     let CancelOutcome::Canceled(message) = canceled else { panic!("expected canceled, got {canceled:?}") };
@@ -220,7 +276,7 @@ async fn cancel_outcomes() {
     assert!(f.claim("a", T0.plus_seconds(10)).await.jobs.is_empty(), "a canceled message is not sent");
 
     assert_eq!(f.store.cancel_message(f.ws, MessageId::new(), T0).await.unwrap().status(), "not_found");
-    let other = workspace(&f.store, "Other").await;
+    let other = workspace(&*f.store, "Other").await;
     let leased = f.send("+4915122222222", T0).await;
     assert_eq!(f.store.cancel_message(other, leased, T0).await.unwrap().status(), "not_found");
 
@@ -231,9 +287,7 @@ async fn cancel_outcomes() {
     assert!(matches!(late, CancelOutcome::Canceled(ref m) if m.status == MessageState::Canceled), "{late:?}");
 }
 
-#[tokio::test]
-async fn claims_expire_old_messages_and_queue_scheduled_ones() {
-    let Some(f) = fixture().await else { return };
+pub async fn claims_expire_old_messages_and_queue_scheduled_ones(f: Fixture) {
     let stale = f.send("+4915111111111", T0).await; // valid for an hour
     let scheduled = outbound_at(f.ws, f.sms, Channel::Sms, "+4915122222222", T0, Some(T0.plus_seconds(1800)));
     let scheduled_id = scheduled.message.id;
@@ -266,9 +320,7 @@ async fn claims_expire_old_messages_and_queue_scheduled_ones() {
     assert_eq!(m.events.unwrap()[3].attempt, Some(1));
 }
 
-#[tokio::test]
-async fn inbound_messages_are_stored_once() {
-    let Some(f) = fixture().await else { return };
+pub async fn inbound_messages_are_stored_once(f: Fixture) {
     let inbound = |pid: &str| InboundMessage {
         channel_account_id: f.whatsapp,
         provider_message_id: pid.into(),
@@ -287,6 +339,7 @@ async fn inbound_messages_are_stored_once() {
     let got = f.get(m.id).await;
     assert_eq!(kinds(&got), vec![(EventKind::Received, true)]);
     assert_eq!(got, m.clone(), "what is returned is what is stored, with its event");
+    assert_eq!((m.created_at, m.provider_message_id.as_deref()), (T0, Some("in-1")), "created when received");
     // Sent to no address the provider named: to the channel account.
     let stored = f.store.record_inbound(vec![InboundMessage { to: None, ..inbound("in-5") }]).await.unwrap();
     assert_eq!(stored.iter().map(|m| m.to.as_str()).collect::<Vec<_>>(), ["whatsapp account"]);

@@ -1,10 +1,9 @@
-//! Migrations and the schema.
+//! What only PostgreSQL has: several processes migrating one database at once, and a schema of
+//! its own that must match the SQLite one.
 
 use crate::support::*;
 
-#[tokio::test]
-async fn migrations_run_once_when_processes_start_together() {
-    let Some(db) = test_db().await else { return };
+pub async fn migrations_run_once_when_processes_start_together(db: TestDb) {
     let opens: Vec<_> = (0..4)
         .map(|_| {
             let url = db.url.clone();
@@ -21,9 +20,7 @@ async fn migrations_run_once_when_processes_start_together() {
     assert_eq!(versions, vec![1]);
 }
 
-#[tokio::test]
-async fn the_schema_matches_the_sqlite_one() {
-    let Some(db) = test_db().await else { return };
+pub async fn the_schema_matches_the_sqlite_one(db: TestDb) {
     let store = PgStore::open(&db.url).await.unwrap();
     let rows: Vec<(String, String)> = sqlx::query_as(
         "SELECT table_name::text, column_name::text FROM information_schema.columns \

@@ -1,0 +1,88 @@
+//! The `Store` contract, run against both backends: every test of `both` runs once on a fresh
+//! SQLite file (`sqlite::…`) and once on a fresh PostgreSQL database (`postgres::…`); the tests
+//! of `postgres_only` exercise what only PostgreSQL has (several processes on one database, its
+//! own schema) and run there alone.
+//!
+//! A PostgreSQL test creates its own database (`parley_test_<uuid>`) on the server that
+//! `PARLEY_TEST_POSTGRES_URL` names, and drops it after. Without that variable the PostgreSQL
+//! tests say so and pass, except on CI (`CI=true`), where they fail.
+//!
+//! A contract test is `pub async fn name(f: Fixture)` in one of the modules below and is listed
+//! here; a PostgreSQL-only test is `pub async fn name(db: TestDb)`. A test that is written but not
+//! listed is dead code, which the lints refuse.
+
+mod messages;
+mod pg_only;
+mod queue;
+mod schema;
+mod support;
+
+/// One `#[tokio::test]` per backend for every contract test, named `<backend>::<module>::<test>`.
+macro_rules! contract_tests {
+    (
+        both { $($module:ident: [$($test:ident),* $(,)?]),* $(,)? }
+        postgres_only { $($pg_module:ident: [$($pg_test:ident),* $(,)?]),* $(,)? }
+    ) => {
+        mod sqlite {
+            $(mod $module {
+                $(#[tokio::test]
+                async fn $test() {
+                    let Some(f) = crate::support::fixture(crate::support::Backend::Sqlite).await else { return };
+                    crate::$module::$test(f).await;
+                })*
+            })*
+        }
+
+        mod postgres {
+            $(mod $module {
+                $(#[tokio::test]
+                async fn $test() {
+                    let Some(f) = crate::support::fixture(crate::support::Backend::Postgres).await else { return };
+                    crate::$module::$test(f).await;
+                })*
+            })*
+
+            $(mod $pg_module {
+                $(#[tokio::test]
+                async fn $pg_test() {
+                    let Some(db) = crate::support::test_db().await else { return };
+                    crate::$pg_module::$pg_test(db).await;
+                })*
+            })*
+        }
+    };
+}
+
+contract_tests! {
+    both {
+        messages: [
+            create_get_and_list_with_filters_and_cursor,
+            tenancy_records_round_trip,
+            lists_follow_creation_times,
+            idempotency_replays_refuses_reuse_and_expires,
+            fifty_concurrent_requests_with_one_key_create_one_message,
+            a_bad_request_in_a_batch_fails_alone,
+            the_feed_never_skips_an_event_committed_late,
+        ],
+        queue: [
+            concurrent_claimers_never_get_the_same_job,
+            a_lease_that_runs_out_makes_the_job_claimable_again,
+            sent_then_receipts_move_forward_only,
+            a_receipt_before_the_sent_outcome_is_kept_and_applied_later,
+            retry_failure_and_release_outcomes,
+            stale_outcomes_leave_the_error_that_ended_the_message,
+            cancel_outcomes,
+            claims_expire_old_messages_and_queue_scheduled_ones,
+            inbound_messages_are_stored_once,
+        ],
+        schema: [
+            reopening_keeps_everything_and_migrates_once,
+        ],
+    }
+    postgres_only {
+        pg_only: [
+            migrations_run_once_when_processes_start_together,
+            the_schema_matches_the_sqlite_one,
+        ],
+    }
+}
