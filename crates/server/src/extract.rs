@@ -17,7 +17,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Parse `bytes` as JSON into `T`, naming the offending field or position on error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], prefix: &str) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e, prefix))?;
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| json_error(e, prefix, Some(bytes)))?;
     // Trailing characters after the JSON value are a syntax error too.
     de.end().map_err(|e| {
         ApiError::new(
@@ -30,51 +30,58 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], prefix: &str) -> Result<T, 
 
 /// Turn a `serde_json::Value` into `T`, naming the offending field on error.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| json_error(e, prefix))
+    serde_path_to_error::deserialize(value).map_err(|e| json_error(e, prefix, None))
 }
 
-fn join_path(prefix: &str, path: &str) -> String {
-    match (prefix.is_empty(), path == "." || path.is_empty()) {
-        (true, _) => path.to_string(),
-        (false, true) => prefix.to_string(),
-        (false, false) => format!("{prefix}.{path}"),
-    }
-}
-
-fn json_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> ApiError {
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>, prefix: &str, body: Option<&[u8]>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
-    match inner.classify() {
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-            ApiError::new(
-                "malformed_json",
-                format!(
-                    "the body is not valid JSON: {} (line {}, column {})",
-                    strip_position(&inner),
-                    inner.line(),
-                    inner.column()
-                ),
-            )
-        }
-        serde_json::error::Category::Data => {
-            let message = strip_position(&inner);
-            if unknown_field_name(&message).is_some() {
-                // The path already ends with the unknown field's name.
-                let name = join_path(prefix, &path);
-                return ApiError::new("unknown_field", format!("unknown field '{name}'"))
-                    .with_param(name, format!("is not a known field ({message})"));
-            }
-            let name = join_path(prefix, &path);
-            let name = if name.is_empty() || name == "." { "body".to_string() } else { name };
-            ApiError::new("validation_failed", format!("{name}: {message}")).with_param(name, message)
-        }
+    let syntax = matches!(
+        inner.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io
+    );
+    // serde reports some type mismatches (a number where an enumeration is expected) as syntax
+    // errors; if the body is well-formed JSON, it is a value problem.
+    if syntax && body.is_none_or(|b| serde_json::from_slice::<serde_json::Value>(b).is_err()) {
+        return ApiError::new(
+            "malformed_json",
+            format!(
+                "the body is not valid JSON: {} (line {}, column {})",
+                strip_position(&inner),
+                inner.line(),
+                inner.column()
+            ),
+        );
+    }
+    let message = strip_position(&inner);
+    let path = if path == "." { String::new() } else { path };
+    let field = field_named_in(&message);
+    // The path may or may not end with the field the message is about (it does for unknown
+    // fields of plain structs, not of tagged enums, and never for missing fields).
+    let path = match &field {
+        Some(f) if path.rsplit('.').next() != Some(f.as_str()) => join_path(&path, f),
+        _ => path,
+    };
+    let name = join_path(prefix, &path);
+    let name = if name.is_empty() { "body".to_string() } else { name };
+    if message.starts_with("unknown field `") {
+        return ApiError::new("unknown_field", format!("unknown field '{name}'"))
+            .with_param(name, format!("is not a known field ({message})"));
+    }
+    ApiError::new("validation_failed", format!("{name}: {message}")).with_param(name, message)
+}
+
+fn join_path(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (false, true) => a.to_string(),
+        (false, false) => format!("{a}.{b}"),
     }
 }
 
-/// serde_path_to_error reports the path of the object that holds an unknown field; the field's
-/// own name comes from the message "unknown field `x`, expected …".
-fn unknown_field_name(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
+/// The field that serde's message is about: "unknown field `x`, expected …" or "missing field `x`".
+fn field_named_in(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("missing field `"))?;
     Some(rest.split('`').next()?.to_string())
 }
 
@@ -140,7 +147,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
             let name = e.path().to_string();
             let reason = e.into_inner().to_string();
-            let name = if name == "." { unknown_field_name(&reason).unwrap_or_else(|| "query".into()) } else { name };
+            let name = if name == "." { field_named_in(&reason).unwrap_or_else(|| "query".into()) } else { name };
             ApiError::new("invalid_query", format!("{name}: {reason}")).with_param(name, reason)
         })
     }

@@ -31,7 +31,8 @@ pub struct AppState {
 
 /// The whole application: every route and the middleware around them.
 pub fn app(engine: Engine) -> Router {
-    let (api, doc) = openapi::api_router().split_for_parts();
+    let (api, mut doc) = openapi::api_router().split_for_parts();
+    openapi::finish(&mut doc);
     let openapi_json = bytes::Bytes::from(serde_json::to_vec_pretty(&doc).unwrap_or_default());
     let state = AppState { engine, openapi_json };
     api.merge(routes::ops::router())

@@ -21,6 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "messages", description = "Send messages and follow their state"),
         (name = "api_keys", description = "API keys of the workspace (admin)"),
         (name = "channel_accounts", description = "Connections to providers"),
+        (name = "ops", description = "Health and readiness"),
     )
 )]
 struct ApiDoc;
@@ -37,15 +38,58 @@ impl Modify for BearerAuth {
     }
 }
 
+/// What every secured operation can answer whatever its own documentation says (401), and the
+/// list of every error code on the `Problem` schema, so that the document names them all.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, schema::Schema};
+        let unauthorized = ResponseBuilder::new()
+            .description("Missing, invalid or revoked API key (code `unauthorized`)")
+            .content(
+                crate::error::PROBLEM_JSON,
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
+            {
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    op.responses.responses.entry("401".into()).or_insert_with(|| RefOr::T(unauthorized.clone()));
+                }
+            }
+        }
+        let codes: Vec<serde_json::Value> =
+            crate::error::CODES.iter().map(|(code, ..)| serde_json::json!(code)).collect();
+        if let Some(RefOr::T(Schema::Object(problem))) =
+            openapi.components.as_mut().and_then(|c| c.schemas.get_mut("Problem"))
+            && let Some(RefOr::T(Schema::Object(code))) = problem.properties.get_mut("code")
+        {
+            code.enum_values = Some(codes);
+        }
+    }
+}
+
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::messages::router())
         .merge(routes::message_events::router())
         .merge(routes::api_keys::router())
         .merge(routes::channel_accounts::router())
+        .merge(routes::ops::documented_router())
+}
+
+/// Complete a document built from the routes: what applies to every operation is added once the
+/// routes are merged.
+pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    CommonResponses.modify(doc);
 }
 
 /// The document as served at `/openapi.json`.
 pub fn document() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    let mut doc = api_router().into_openapi();
+    finish(&mut doc);
+    doc
 }

@@ -129,7 +129,8 @@ impl TestApp {
             Some((w, k)) => (w.id, k.secret),
             None => {
                 let w = engine.store().list_workspaces().await.expect("workspaces")[0].clone();
-                let k = engine.create_api_key(w.id, "test admin", vec![parley_domain::Scope::Admin]).await.expect("key");
+                let k =
+                    engine.create_api_key(w.id, "test admin", vec![parley_domain::Scope::Admin]).await.expect("key");
                 (w.id, k.secret)
             }
         };
@@ -174,8 +175,12 @@ impl TestApp {
 
     /// Send a text message over SMS to `to`; returns the 202 body.
     pub async fn send_text(&self, to: &str, text: &str) -> serde_json::Value {
-        let response =
-            self.post("/v1/messages", &serde_json::json!({"to": to, "channel": "sms", "content": {"type": "text", "text": text}})).await;
+        let response = self
+            .post(
+                "/v1/messages",
+                &serde_json::json!({"to": to, "channel": "sms", "content": {"type": "text", "text": text}}),
+            )
+            .await;
         assert_eq!(response.status(), 202, "send to {to}");
         response.json().await.expect("JSON body")
     }

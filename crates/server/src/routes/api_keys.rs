@@ -74,8 +74,8 @@ async fn create_api_key(
 ) -> ApiResult<impl IntoResponse> {
     auth.require(Scope::Admin)?;
     let mut invalid = Invalid::default();
-    if req.name.trim().is_empty() || req.name.chars().count() > 100 {
-        invalid.add("name", "must be 1 to 100 characters");
+    if req.name.trim().is_empty() || req.name.chars().count() > 100 || req.name.chars().any(char::is_control) {
+        invalid.add("name", "must be 1 to 100 characters without control characters");
     }
     if req.scopes.is_empty() {
         invalid.add("scopes", "at least one scope");

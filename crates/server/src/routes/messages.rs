@@ -124,8 +124,12 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
             );
         }
     }
-    if let Some(r) = req.client_reference.as_ref().filter(|r| r.is_empty() || r.chars().count() > 256) {
-        invalid.add(name("client_reference"), format!("must be 1 to 256 characters, not {}", r.chars().count()));
+    if let Some(r) = req.client_reference.as_ref() {
+        if r.is_empty() || r.chars().count() > 256 {
+            invalid.add(name("client_reference"), format!("must be 1 to 256 characters, not {}", r.chars().count()));
+        } else if r.chars().any(char::is_control) {
+            invalid.add(name("client_reference"), "must not contain control characters");
+        }
     }
     invalid.into_result()?;
     Ok(SendSpec {
@@ -169,7 +173,14 @@ fn json_response(status: u16, body: Vec<u8>, replayed: bool, location: Option<St
 fn accepted_response(outcome: AcceptOutcome, location: Option<String>) -> ApiResult<Response> {
     match outcome {
         AcceptOutcome::Created { status, body } => Ok(json_response(status, body, false, location)),
-        AcceptOutcome::Replayed { status, body } => Ok(json_response(status, body, true, location)),
+        AcceptOutcome::Replayed { status, body } => {
+            // The original answer names the message that was created the first time.
+            let location = location.and_then(|_| {
+                let id = serde_json::from_slice::<serde_json::Value>(&body).ok()?.get("id")?.as_str()?.to_string();
+                Some(format!("/v1/messages/{id}"))
+            });
+            Ok(json_response(status, body, true, location))
+        }
         AcceptOutcome::KeyReused => Err(ApiError::new(
             "idempotency_key_reused",
             "this Idempotency-Key was used in the last 24 hours with a different request",
@@ -432,6 +443,13 @@ async fn list_messages(
         })?),
         None => None,
     };
+    if q.to.as_ref().is_some_and(|to| to.len() > 128 || to.chars().any(char::is_control)) {
+        return Err(ApiError::new(
+            "invalid_query",
+            "to must be a phone number or visitor id of at most 128 characters",
+        )
+        .with_param("to", "a phone number or visitor id"));
+    }
     let to = q.to.map(|to| E164::parse(&to, None).map(|n| n.as_str().to_string()).unwrap_or(to));
     let filter = MessageFilter {
         status: q.status,

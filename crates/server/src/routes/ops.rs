@@ -10,14 +10,15 @@ use axum::routing::get;
 use serde::Serialize;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
-        .route("/problems/{code}", get(problem_page))
+    Router::new().route("/openapi.json", get(openapi)).route("/problems/{code}", get(problem_page))
 }
 
-#[derive(Serialize)]
+/// Health and readiness, documented in the OpenAPI document.
+pub fn documented_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(healthz)).routes(utoipa_axum::routes!(readyz))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -25,11 +26,16 @@ struct Health {
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Up", body = Health)))]
 async fn healthz() -> impl IntoResponse {
     axum::Json(Health { status: "ok", database: None })
 }
 
 /// The process can serve: its database answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Ready; `database` names the backend", body = Health),
+    (status = 503, description = "The database does not answer", body = crate::error::Problem, content_type = "application/problem+json"),
+))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let backend = state.engine.store().backend();
     match tokio::time::timeout(std::time::Duration::from_secs(2), state.engine.store().ping()).await {
