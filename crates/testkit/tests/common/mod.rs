@@ -245,20 +245,31 @@ pub async fn all_messages(app: &TestApp, query: &str) -> Vec<Value> {
 /// A sandbox SMS account of the app's workspace (not the default) that takes `latency_ms` to
 /// answer each send: to make timing deterministic (retries past a validity, cancel races).
 pub async fn slow_sms_account(app: &TestApp, latency_ms: u64) -> String {
+    sandbox_sms_account(app, json!({"latency_ms": latency_ms}), 1000, 100).await
+}
+
+/// A sandbox SMS account of the app's workspace (not the default) with the given sandbox config,
+/// rate limit (messages per second) and in-flight cap.
+pub async fn sandbox_sms_account(
+    app: &TestApp,
+    config: Value,
+    rate_limit_per_second: u32,
+    max_in_flight: u32,
+) -> String {
     let now = parley_domain::Millis::now();
     let account = parley_store::ChannelAccount {
         id: parley_domain::ChannelAccountId::new(),
         workspace_id: app.workspace_id,
         channel: parley_domain::Channel::Sms,
         provider: "sandbox".into(),
-        name: "Slow sandbox sms".into(),
-        config: json!({"latency_ms": latency_ms}),
-        rate_limit_per_second: 1000,
-        max_in_flight: 100,
+        name: "Test sandbox sms".into(),
+        config,
+        rate_limit_per_second,
+        max_in_flight,
         is_default: false,
         created_at: now,
         updated_at: now,
     };
-    app.engine.store().create_channel_account(&account).await.expect("create the slow account");
+    app.engine.store().create_channel_account(&account).await.expect("create the sandbox account");
     account.id.to_string()
 }
