@@ -31,6 +31,15 @@ pub struct OutboundRequest {
     pub expires_at: Millis,
 }
 
+/// A message a provider took and has not reported on yet (see [`Connector::resume`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AwaitingReceipt {
+    pub message_id: MessageId,
+    pub provider_message_id: String,
+    pub channel: Channel,
+    pub to: String,
+}
+
 /// The provider's immediate answer to a send.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SendResult {
@@ -70,6 +79,13 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Hand one attempt of a message to the provider.
     async fn send(&self, request: &OutboundRequest) -> SendResult;
+
+    /// At start-up: messages this account's provider took before Parley last stopped and has not
+    /// reported on yet. A provider that keeps its own state (every real carrier) reports on them
+    /// by itself and ignores this; the in-process sandbox, whose receipt timers ended with the
+    /// previous process, plans their receipts again. Receipts are safe to repeat: a state never
+    /// moves backwards.
+    fn resume(&self, _awaiting: Vec<AwaitingReceipt>) {}
 
     /// Stop background work (receipt timers); called at shutdown.
     fn shutdown(&self) {}

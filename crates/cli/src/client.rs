@@ -69,7 +69,10 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     if let Some(region) = args.default_region {
         body["default_region"] = json!(region);
     }
-    let mut request = client()?.post(format!("{}/v1/messages", args.conn.url.trim_end_matches('/'))).bearer_auth(&args.conn.key).json(&body);
+    let mut request = client()?
+        .post(format!("{}/v1/messages", args.conn.url.trim_end_matches('/')))
+        .bearer_auth(&args.conn.key)
+        .json(&body);
     if let Some(key) = args.idempotency_key {
         request = request.header("Idempotency-Key", key);
     }
@@ -105,8 +108,21 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 println!("{e}");
             } else {
                 let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                let error = e.get("error").and_then(|x| x.get("code")).and_then(Value::as_str).map(|c| format!("  {c}")).unwrap_or_default();
-                println!("{}  {}  {:<8}  #{:<3} {}{}", field("occurred_at"), field("message_id"), field("channel"), e.get("sequence").and_then(Value::as_i64).unwrap_or(0), field("type"), error);
+                let error = e
+                    .get("error")
+                    .and_then(|x| x.get("code"))
+                    .and_then(Value::as_str)
+                    .map(|c| format!("  {c}"))
+                    .unwrap_or_default();
+                println!(
+                    "{}  {}  {:<8}  #{:<3} {}{}",
+                    field("occurred_at"),
+                    field("message_id"),
+                    field("channel"),
+                    e.get("sequence").and_then(Value::as_i64).unwrap_or(0),
+                    field("type"),
+                    error
+                );
             }
         }
         cursor = page.get("next_cursor").and_then(Value::as_str).map(str::to_string).or(cursor);

@@ -136,10 +136,10 @@ impl Config {
                 anyhow::bail!("invalid configuration: '{key}' must be {range}");
             }
         }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://")) {
-                anyhow::bail!("invalid configuration: 'database_url' must start with postgres:// or sqlite://");
-            }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://"))
+        {
+            anyhow::bail!("invalid configuration: 'database_url' must start with postgres:// or sqlite://");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             anyhow::bail!("invalid configuration: 'log_level' is not a valid filter: '{}'", self.log_level);
@@ -183,6 +183,8 @@ fn describe(e: figment::Error) -> String {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment's (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

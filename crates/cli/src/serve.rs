@@ -6,7 +6,6 @@ use anyhow::Context;
 use parley_domain::{ApiKeyId, Scope, WorkspaceId};
 use parley_engine::{Engine, EngineConfig};
 
-
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -86,14 +85,19 @@ async fn pick_workspace(engine: &Engine, requested: Option<&str>) -> anyhow::Res
         }
         None => {
             let all = engine.store().list_workspaces().await?;
-            all.first().map(|w| w.id).context("there is no workspace yet: run `parley serve` once or `parley workspaces create`")
+            all.first()
+                .map(|w| w.id)
+                .context("there is no workspace yet: run `parley serve` once or `parley workspaces create`")
         }
     }
 }
 
 fn parse_scopes(raw: &[String]) -> anyhow::Result<Vec<Scope>> {
     raw.iter()
-        .map(|s| Scope::parse(s.trim()).with_context(|| format!("unknown scope '{s}' (messages:write, messages:read, admin)")))
+        .map(|s| {
+            Scope::parse(s.trim())
+                .with_context(|| format!("unknown scope '{s}' (messages:write, messages:read, admin)"))
+        })
         .collect()
 }
 
@@ -104,7 +108,11 @@ pub async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
             let workspace = pick_workspace(&engine, workspace.as_deref()).await?;
             let key = engine.create_api_key(workspace, &name, parse_scopes(&scopes)?).await?;
             println!("{}", key.secret);
-            eprintln!("created {} ({}) in {workspace}; the key above is shown only once", key.key.id, key.key.scopes.to_stored());
+            eprintln!(
+                "created {} ({}) in {workspace}; the key above is shown only once",
+                key.key.id,
+                key.key.scopes.to_stored()
+            );
             Ok(())
         }
         KeysCommand::List { workspace, .. } => {
@@ -139,7 +147,10 @@ pub async fn workspaces(config: Config, cmd: WorkspacesCommand) -> anyhow::Resul
             let key = engine.create_api_key(workspace.id, "admin key", vec![Scope::Admin]).await?;
             println!("{}", workspace.id);
             println!("{}", key.secret);
-            eprintln!("created workspace {} with sandbox channel accounts; its admin key is shown only once", workspace.id);
+            eprintln!(
+                "created workspace {} with sandbox channel accounts; its admin key is shown only once",
+                workspace.id
+            );
             Ok(())
         }
         WorkspacesCommand::List { .. } => {
@@ -152,7 +163,6 @@ pub async fn workspaces(config: Config, cmd: WorkspacesCommand) -> anyhow::Resul
     engine.shutdown().await;
     result
 }
-
 
 #[cfg(test)]
 mod tests {

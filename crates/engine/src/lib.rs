@@ -141,6 +141,7 @@ impl Engine {
             let mut tasks = self.inner.tasks.lock().await;
             tasks.push(tokio::spawn(dispatch::run(self.clone())));
             tasks.push(tokio::spawn(maintenance(self.clone())));
+            tasks.push(tokio::spawn(resume_receipts(self.clone())));
         }
     }
 
@@ -197,5 +198,47 @@ async fn maintenance(engine: Engine) {
             _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// At start-up, hand every message still waiting for a receipt to its connector (see
+/// `Connector::resume`), so that receipts owed when the previous process stopped still come.
+async fn resume_receipts(engine: Engine) {
+    const PAGE: u32 = 1000;
+    let mut after = None;
+    let mut resumed = 0usize;
+    loop {
+        let page = match engine.store().awaiting_receipts(after, PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the messages waiting for receipts");
+                return;
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let mut by_account: std::collections::HashMap<_, Vec<parley_channels::AwaitingReceipt>> = Default::default();
+        for m in &page {
+            if let Some(provider_message_id) = &m.provider_message_id {
+                by_account.entry(m.channel_account_id).or_default().push(parley_channels::AwaitingReceipt {
+                    message_id: m.id,
+                    provider_message_id: provider_message_id.clone(),
+                    channel: m.channel,
+                    to: m.to.clone(),
+                });
+            }
+        }
+        for (account, awaiting) in by_account {
+            if let Ok(Some(entry)) = engine.inner.registry.get(engine.store().as_ref(), account).await {
+                resumed += awaiting.len();
+                entry.connector.resume(awaiting);
+            }
+        }
+        if page.len() < PAGE as usize || engine.inner.shutdown.is_cancelled() {
+            break;
+        }
+    }
+    if resumed > 0 {
+        tracing::info!(messages = resumed, "handed messages waiting for receipts back to their connectors");
     }
 }

@@ -127,6 +127,10 @@ pub trait Store: Send + Sync + 'static {
     /// is already stored is a duplicate and is skipped. Returns the messages stored now.
     async fn record_inbound(&self, messages: Vec<InboundMessage>) -> Result<Vec<Message>>;
 
+    /// Outbound messages in state `sent` (taken by a provider, no receipt yet), of every
+    /// workspace, ordered by id, after `after`, at most `limit`.
+    async fn awaiting_receipts(&self, after: Option<MessageId>, limit: u32) -> Result<Vec<Message>>;
+
     /// Give back every job leased by `owner` (at shutdown), so others may take them at once.
     async fn release_leases(&self, owner: &str) -> Result<u64>;
 

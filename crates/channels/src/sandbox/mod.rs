@@ -38,7 +38,7 @@ mod timer;
 
 pub use ledger::{Submission, SubmissionLedger, SubmissionOutcome};
 
-use crate::{ConfigError, Connector, OutboundRequest, ProviderEvents, SendResult};
+use crate::{AwaitingReceipt, ConfigError, Connector, OutboundRequest, ProviderEvents, SendResult};
 use ledger::Recorded;
 use parley_domain::{
     Channel, ChannelAccountId, Content, ErrorInfo, InboundMessage, MessageId, MessageState, Millis, Receipt,
@@ -389,6 +389,26 @@ impl Connector for SandboxConnector {
             }
             // Transient or permanent: `refusal` is what was recorded.
             Ok(Recorded::As(_)) => refusal.unwrap_or(SendResult::Accepted { provider_message_id }),
+        }
+    }
+
+    fn resume(&self, awaiting: Vec<AwaitingReceipt>) {
+        for a in awaiting {
+            // Only what this carrier really took, under the id it gave.
+            if !self.ledger.is_accepted(&a.message_id) || a.provider_message_id != self.provider_message_id(&a.message_id) {
+                continue;
+            }
+            let request = OutboundRequest {
+                message_id: a.message_id,
+                channel_account_id: self.account_id,
+                attempt: 0,
+                channel: a.channel,
+                to: a.to.clone(),
+                from: None,
+                content: Content::Text { text: String::new() },
+                expires_at: Millis::now(),
+            };
+            self.schedule(self.plan(Behaviour::for_recipient(&a.to), &request, &a.provider_message_id));
         }
     }
 

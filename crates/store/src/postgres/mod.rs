@@ -46,7 +46,10 @@ const FEED_LOCK: i32 = 2;
 const PROVIDER_ID_LOCK_CLASS: i32 = 0x5061_7270;
 
 /// The migrations, in order; `version` is the number at the start of the file name.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_messages_by_status.sql")),
+];
 
 /// A [`Store`] on PostgreSQL.
 pub struct PgStore {
@@ -246,6 +249,10 @@ impl Store for PgStore {
 
     async fn record_inbound(&self, messages: Vec<InboundMessage>) -> Result<Vec<Message>> {
         provider::record_inbound(&self.pool, messages).await
+    }
+
+    async fn awaiting_receipts(&self, after: Option<MessageId>, limit: u32) -> Result<Vec<Message>> {
+        read::awaiting_receipts(&self.pool, after, limit).await
     }
 
     async fn release_leases(&self, owner: &str) -> Result<u64> {

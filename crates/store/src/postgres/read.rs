@@ -220,6 +220,19 @@ pub(super) async fn list_messages(
     rows.iter().map(rows::message_from_row).collect()
 }
 
+pub(super) async fn awaiting_receipts(pool: &PgPool, after: Option<MessageId>, limit: u32) -> Result<Vec<Message>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE status = 'sent' AND direction = 'outbound' AND id > $1 ORDER BY id LIMIT $2"
+    ))
+    .bind(after.map_or_else(String::new, |id| id.to_string()))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(rows::message_from_row).collect()
+}
+
 pub(super) async fn events_after(
     pool: &PgPool,
     workspace: WorkspaceId,

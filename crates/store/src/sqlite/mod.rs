@@ -22,7 +22,10 @@ use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_messages_by_status.sql")),
+];
 
 /// Writes applied in one transaction, at most.
 const MAX_BATCH: usize = 1024;
@@ -304,6 +307,10 @@ impl Store for SqliteStore {
 
     async fn record_inbound(&self, messages: Vec<InboundMessage>) -> Result<Vec<Message>> {
         self.write(move |c| writes::record_inbound(c, &messages)).await
+    }
+
+    async fn awaiting_receipts(&self, after: Option<MessageId>, limit: u32) -> Result<Vec<Message>> {
+        self.read(move |c| reads::awaiting_receipts(c, after, limit)).await
     }
 
     async fn release_leases(&self, owner: &str) -> Result<u64> {

@@ -182,3 +182,16 @@ pub fn delivery_latencies_ms(c: &Connection, workspace: WorkspaceId) -> Result<V
     }
     Ok(out)
 }
+
+pub fn awaiting_receipts(c: &Connection, after: Option<MessageId>, limit: u32) -> Result<Vec<Message>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE status = 'sent' AND direction = 'outbound' AND id > ?1 \
+         ORDER BY id LIMIT ?2"
+    ))?;
+    let mut rows = st.query(params![after.map_or_else(String::new, |id| id.to_string()), limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(rows::message(row)?);
+    }
+    Ok(out)
+}

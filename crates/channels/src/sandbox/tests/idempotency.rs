@@ -91,3 +91,37 @@ async fn concurrent_sends_of_one_id_are_accepted_once() {
     let dupes = rig.ledger.submissions().iter().filter(|s| s.outcome == SubmissionOutcome::Duplicate).count();
     assert_eq!(dupes, 15);
 }
+
+#[tokio::test(start_paused = true)]
+async fn resume_after_a_restart_sends_the_receipts_still_owed_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sandbox-ledger.txt");
+    let taken = MessageId::new();
+    let config = SandboxConfig { seed: 5, ..SandboxConfig::default() };
+    let provider_message_id = {
+        let rig = rig_with(Channel::Sms, config.clone(), Arc::new(SubmissionLedger::open(Some(path.clone())).unwrap()));
+        let pid = provider_id(&rig.sandbox.send(&request(Channel::Sms, NORMAL, 1, taken)).await);
+        rig.sandbox.shutdown(); // the process dies before the receipt is due
+        pid
+    };
+    let mut rig = rig_with(Channel::Sms, config, Arc::new(SubmissionLedger::open(Some(path)).unwrap()));
+    let start = Instant::now();
+    let awaiting = |message_id: MessageId, provider_message_id: &str| AwaitingReceipt {
+        message_id,
+        provider_message_id: provider_message_id.to_string(),
+        channel: Channel::Sms,
+        to: NORMAL.to_string(),
+    };
+    rig.sandbox.resume(vec![
+        awaiting(taken, &provider_message_id),
+        // Never taken by this carrier, or under another id: nothing to report.
+        awaiting(MessageId::new(), "sbx_000000000000000000000000"),
+        awaiting(taken, "sbx_not_the_id_it_gave"),
+    ]);
+    let mut receipts = Vec::new();
+    while let Some((r, _)) = next_receipt(&mut rig.receipts, start).await {
+        receipts.push((r.provider_message_id, r.state));
+    }
+    assert_eq!(receipts, vec![(provider_message_id, MessageState::Delivered)]);
+    assert_eq!(rig.ledger.count_for(&taken), 1, "resuming is not a second hand-off");
+}
