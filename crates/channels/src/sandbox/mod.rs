@@ -395,7 +395,9 @@ impl Connector for SandboxConnector {
     fn resume(&self, awaiting: Vec<AwaitingReceipt>) {
         for a in awaiting {
             // Only what this carrier really took, under the id it gave.
-            if !self.ledger.is_accepted(&a.message_id) || a.provider_message_id != self.provider_message_id(&a.message_id) {
+            if !self.ledger.is_accepted(&a.message_id)
+                || a.provider_message_id != self.provider_message_id(&a.message_id)
+            {
                 continue;
             }
             let request = OutboundRequest {
