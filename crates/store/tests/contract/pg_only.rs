@@ -17,7 +17,7 @@ pub async fn migrations_run_once_when_processes_start_together(db: TestDb) {
     let store = PgStore::open(&db.url).await.unwrap();
     let versions: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM parley_migrations").fetch_all(store.pool()).await.unwrap();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
 }
 
 pub async fn the_schema_matches_the_sqlite_one(db: TestDb) {
