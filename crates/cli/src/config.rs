@@ -110,13 +110,11 @@ impl Config {
             }
             None => figment = figment.merge(Toml::file("parley.toml")),
         }
-        let env = Env::prefixed("PARLEY_")
-            .split("__")
-            .filter(|key| {
-                // Keys keep the case they were written in.
-                let key = key.as_str().to_ascii_lowercase();
-                !key.starts_with("test_") && !CLIENT_VARIABLES.contains(&key.as_str())
-            });
+        let env = Env::prefixed("PARLEY_").split("__").filter(|key| {
+            // Keys keep the case they were written in.
+            let key = key.as_str().to_ascii_lowercase();
+            !key.starts_with("test_") && !CLIENT_VARIABLES.contains(&key.as_str())
+        });
         let config: Config = figment
             .merge(env)
             .merge(overrides)
