@@ -9,9 +9,10 @@ pub const MAX_URL_BYTES: usize = 2048;
 pub const MAX_TEMPLATE_VARIABLES: usize = 100;
 
 /// The content of a message. The JSON form carries a `type` tag:
-/// `{"type": "text", "text": "Your code is 1234"}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+/// `{"type": "text", "text": "Your code is 1234"}`. On input the tag may be left out when the
+/// fields make the kind clear (`{"text": "…"}`, `{"url": "…"}`, `{"name": "…", "language": "…"}`).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Content {
     /// Plain text.
     Text {
@@ -37,6 +38,74 @@ pub enum Content {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mime_type: Option<String>,
     },
+}
+
+/// Every field any kind of content has, for reading content with or without its `type`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnyContent {
+    #[serde(rename = "type")]
+    kind: Option<ContentKind>,
+    text: Option<String>,
+    name: Option<String>,
+    language: Option<String>,
+    variables: Option<BTreeMap<String, String>>,
+    url: Option<String>,
+    caption: Option<String>,
+    mime_type: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum ContentKind {
+    Text,
+    Template,
+    Media,
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = AnyContent::deserialize(d)?;
+        let kind = match raw.kind {
+            Some(kind) => kind,
+            None if raw.url.is_some() => ContentKind::Media,
+            None if raw.name.is_some() => ContentKind::Template,
+            None if raw.text.is_some() => ContentKind::Text,
+            None => return Err(D::Error::missing_field("type")),
+        };
+        // Fields of another kind of content are as unknown as any other field.
+        let present = [
+            ("text", raw.text.is_some()),
+            ("name", raw.name.is_some()),
+            ("language", raw.language.is_some()),
+            ("variables", raw.variables.is_some()),
+            ("url", raw.url.is_some()),
+            ("caption", raw.caption.is_some()),
+            ("mime_type", raw.mime_type.is_some()),
+        ];
+        let allowed: &'static [&'static str] = match kind {
+            ContentKind::Text => &["type", "text"],
+            ContentKind::Template => &["type", "name", "language", "variables"],
+            ContentKind::Media => &["type", "url", "caption", "mime_type"],
+        };
+        if let Some((field, _)) = present.iter().find(|(f, there)| *there && !allowed.contains(f)) {
+            return Err(D::Error::unknown_field(field, allowed));
+        }
+        Ok(match kind {
+            ContentKind::Text => Content::Text { text: raw.text.ok_or_else(|| D::Error::missing_field("text"))? },
+            ContentKind::Template => Content::Template {
+                name: raw.name.ok_or_else(|| D::Error::missing_field("name"))?,
+                language: raw.language.ok_or_else(|| D::Error::missing_field("language"))?,
+                variables: raw.variables.unwrap_or_default(),
+            },
+            ContentKind::Media => Content::Media {
+                url: raw.url.ok_or_else(|| D::Error::missing_field("url"))?,
+                caption: raw.caption,
+                mime_type: raw.mime_type,
+            },
+        })
+    }
 }
 
 /// A reason why content is not acceptable, naming the field (relative to `content`).
@@ -140,6 +209,28 @@ mod tests {
         let c: Content =
             serde_json::from_str(r#"{"type":"media","url":"https://x.example/a.jpg","caption":"c"}"#).unwrap();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_type_may_be_left_out_when_the_fields_tell() {
+        let c: Content = serde_json::from_str(r#"{"text":"hi"}"#).unwrap();
+        assert_eq!(c, Content::Text { text: "hi".into() });
+        let c: Content = serde_json::from_str(r#"{"url":"https://x.example/a.jpg","caption":"c"}"#).unwrap();
+        assert!(matches!(c, Content::Media { .. }));
+        let c: Content = serde_json::from_str(r#"{"name":"order_shipped","language":"en"}"#).unwrap();
+        assert!(matches!(c, Content::Template { .. }));
+        let e = serde_json::from_str::<Content>(r#"{"caption":"what am I"}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `type`"), "{e}");
+        let e =
+            serde_json::from_str::<Content>(r#"{"type":"text","text":"hi","url":"https://x.example"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `url`"), "{e}");
+        let e = serde_json::from_str::<Content>(r#"{"type":"media"}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `url`"), "{e}");
+        // What is written always carries its type.
+        assert_eq!(
+            serde_json::to_string(&Content::Text { text: "hi".into() }).unwrap(),
+            r#"{"type":"text","text":"hi"}"#
+        );
     }
 
     #[test]

@@ -131,7 +131,7 @@ async fn wrong_types_are_named(backend: Backend) {
         (with("channel", json!("SMS")), 422, v, "channel"),
         (with("content", json!("hello")), 422, v, "content"),
         (with("content", json!({"type": "fax", "text": "x"})), 422, v, "content.type"),
-        (with("content", json!({"text": "no type"})), 422, v, "content.type"),
+        (with("content", json!({"caption": "no type"})), 422, v, "content.type"),
         (with("validity_seconds", json!("ten")), 422, v, "validity_seconds"),
         (with("validity_seconds", json!(1.5)), 422, v, "validity_seconds"),
         (with("metadata", json!({"a": 1})), 422, v, "metadata.a"),

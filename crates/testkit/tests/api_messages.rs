@@ -14,6 +14,7 @@ on_both_backends!(
     every_channel_reaches_its_last_receipt,
     metadata_and_client_reference_round_trip,
     template_and_media_content_are_accepted,
+    content_without_its_type_is_read_from_its_fields,
     batch_answers_per_item,
     batch_limits,
     idempotent_replay_returns_the_original_answer,
@@ -393,5 +394,30 @@ async fn concurrent_requests_with_one_key_create_one_message(backend: Backend) {
     assert!(ids.contains(&id));
     app.wait_for_status(&id, &["delivered"], WAIT).await;
     assert_eq!(ledger_count(&app, &id), 1);
+    app.finish().await;
+}
+
+async fn content_without_its_type_is_read_from_its_fields(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    // The body a plain client (and the shared HTTP benchmark) sends: no `type` in `content`.
+    let m = send(
+        &app,
+        &json!({"to": "+14155550123", "channel": "sms", "content": {"text": "Your order #1234 has shipped."}}),
+    )
+    .await;
+    assert_eq!(m["content"], json!({"type": "text", "text": "Your order #1234 has shipped."}));
+    let m = send(
+        &app,
+        &json!({"to": "+14155550123", "channel": "whatsapp", "content": {"url": "https://cdn.example/a.jpg"}}),
+    )
+    .await;
+    assert_eq!(m["content"]["type"], "media");
+    let a = post(
+        &app,
+        "/v1/messages",
+        &json!({"to": "+14155550123", "channel": "sms", "content": {"text": "x", "url": "https://cdn.example/a.jpg"}}),
+    )
+    .await;
+    a.problem(422, "unknown_field").names("content.text");
     app.finish().await;
 }
