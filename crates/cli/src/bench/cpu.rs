@@ -26,6 +26,10 @@ pub struct CpuUse {
     pub bench_pct: Option<f64>,
     /// All CPUs of the machine busy, in percent of the whole machine.
     pub machine_busy_pct: Option<f64>,
+    /// CPU used by everything but the server and the bench, in percent of one core: the
+    /// database server with PostgreSQL, and otherwise noise from other work on the machine
+    /// (which short-lived processes that [`CpuUse::processes`] cannot see also show up in).
+    pub others_pct: Option<f64>,
     pub cores: usize,
     /// The server's threads by name, busiest first.
     pub server_threads: Vec<ThreadGroup>,
@@ -103,17 +107,16 @@ pub fn between(before: &Sample, after: &Sample) -> CpuUse {
     let (_, mut processes) = grouped(&before.processes, &after.processes);
     processes.retain(|p| p.pct >= 1.0);
     processes.truncate(8);
-    CpuUse {
-        server_pct: (!after.server_threads.is_empty()).then(|| round1(pct(server_ticks))),
-        bench_pct: before.bench.zip(after.bench).map(|(b, a)| round1(pct(a.saturating_sub(b)))),
-        machine_busy_pct: before.machine.zip(after.machine).and_then(|((b_busy, b_total), (a_busy, a_total))| {
-            let total = a_total.saturating_sub(b_total);
-            (total > 0).then(|| round1(a_busy.saturating_sub(b_busy) as f64 / total as f64 * 100.0))
-        }),
-        cores,
-        server_threads,
-        processes,
-    }
+    let server_pct = (!after.server_threads.is_empty()).then(|| round1(pct(server_ticks)));
+    let bench_pct = before.bench.zip(after.bench).map(|(b, a)| round1(pct(a.saturating_sub(b))));
+    let machine_busy_pct = before.machine.zip(after.machine).and_then(|((b_busy, b_total), (a_busy, a_total))| {
+        let total = a_total.saturating_sub(b_total);
+        (total > 0).then(|| round1(a_busy.saturating_sub(b_busy) as f64 / total as f64 * 100.0))
+    });
+    let others_pct = machine_busy_pct
+        .zip(bench_pct)
+        .map(|(machine, bench)| round1((machine * cores as f64 - bench - server_pct.unwrap_or(0.0)).max(0.0)));
+    CpuUse { server_pct, bench_pct, machine_busy_pct, others_pct, cores, server_threads, processes }
 }
 
 pub fn round1(x: f64) -> f64 {

@@ -9,6 +9,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// An open-loop run can deliver at most its offered rate (less the last moment's backlog), so a
+/// rate counts as kept up, and a "≥ rate" target as met, within this fraction of it.
+const KEPT_UP: f64 = 0.99;
+
 #[derive(Serialize)]
 pub struct Report {
     pub scenarios: Vec<ScenarioReport>,
@@ -158,7 +162,7 @@ pub struct ScenarioReport {
     pub peak_rss_mib: Option<f64>,
     /// CPU use while the load ran.
     pub cpu: CpuUse,
-    /// Open loop at a sustained rate: acceptance and delivery both kept within 5 % of the rate.
+    /// Sustained scenario: acceptance and delivery during the load both within 1 % of the rate.
     pub kept_up: Option<bool>,
     pub targets: Vec<TargetCheck>,
     /// Lines the server logged (warnings and errors, JSON) and the last of them.
@@ -189,8 +193,8 @@ impl ScenarioReport {
         let kept_up = (open && plan.name == "sustained").then(|| {
             let rate = plan.rate as f64;
             requests.not_sent == 0
-                && accepted_per_s >= 0.95 * rate
-                && delivery.as_ref().is_some_and(|d| d.delivered_during_load_per_s >= 0.95 * rate)
+                && accepted_per_s >= KEPT_UP * rate
+                && delivery.as_ref().is_some_and(|d| d.delivered_during_load_per_s >= KEPT_UP * rate)
         });
         let mut report = ScenarioReport {
             scenario: plan.name,
@@ -245,11 +249,17 @@ impl ScenarioReport {
         }
         if plan.name == "sustained" {
             let long_enough = plan.duration.as_secs_f64() >= targets::SUSTAINED_SECONDS;
+            // Offered at exactly the target rate, delivery can only come close to it: 1 % slack.
+            let enough = if plan.rate as f64 >= targets::DELIVERED_PER_S {
+                targets::DELIVERED_PER_S * KEPT_UP
+            } else {
+                targets::DELIVERED_PER_S
+            };
             out.push(check(
                 "delivered msg/s during the load",
-                format!(">= {} for {} s", targets::DELIVERED_PER_S, targets::SUSTAINED_SECONDS),
+                format!(">= {} for {} s (within 1 %)", targets::DELIVERED_PER_S, targets::SUSTAINED_SECONDS),
                 self.delivery.as_ref().map(|d| d.delivered_during_load_per_s),
-                &|v| long_enough && v >= targets::DELIVERED_PER_S,
+                &|v| long_enough && v >= enough,
             ));
         }
         out.push(check("peak RSS MiB", format!("<= {}", targets::PEAK_RSS_MIB), self.peak_rss_mib, &|v| {
@@ -404,9 +414,10 @@ pub fn table(r: &ScenarioReport) -> String {
     row(
         "CPU during the load",
         format!(
-            "server {}, bench {}, machine {} busy ({} cores; 100 % = one core)",
+            "server {}, bench {}, everything else {}; machine {} busy ({} cores; 100 % = one core)",
             pct(r.cpu.server_pct),
             pct(r.cpu.bench_pct),
+            pct(r.cpu.others_pct),
             pct(r.cpu.machine_busy_pct),
             r.cpu.cores
         ),
