@@ -40,23 +40,6 @@ pub fn postgres_admin_url() -> Option<String> {
     }
 }
 
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
-    }
-}
-
 impl TestDb {
     /// `None` when the backend is PostgreSQL and no server is configured (outside CI).
     pub async fn new(backend: Backend) -> Option<TestDb> {
@@ -71,7 +54,7 @@ impl TestDb {
                 let name = format!("parley_t_{}", uuid::Uuid::new_v4().simple());
                 let mut conn = connect(&admin).await;
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-                let url = with_database(&admin, &name);
+                let url = parley_store::postgres::with_database(&admin, &name);
                 Some(TestDb { url, backend, _dir: None, pg: Some((admin, name)) })
             }
         }
@@ -246,14 +229,4 @@ macro_rules! on_both_backends {
             )*
         }
     };
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_names_are_replaced() {
-        assert_eq!(super::with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
-        assert_eq!(super::with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
-        assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-    }
 }

@@ -93,23 +93,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `url` with its database name replaced by `database` (query string kept).
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{database}?{q}"),
-        None => format!("{base}/{database}"),
-    }
-}
-
 /// `http://host:port[/prefix]` → the address to connect to, the Host header and the path of
 /// `/v1/messages`.
 pub async fn endpoint_for(url: &str, key: &str) -> anyhow::Result<Endpoint> {
@@ -273,7 +256,7 @@ impl Target {
                 use sqlx::Connection;
                 let _ = conn.close().await;
                 self.pg = Some((admin.to_string(), name.clone()));
-                Some(with_database(admin, &name))
+                Some(parley_store::postgres::with_database(admin, &name))
             }
             None => None,
         };
@@ -397,9 +380,6 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
-        assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
-        assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
     }

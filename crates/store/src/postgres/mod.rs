@@ -284,3 +284,31 @@ impl Store for PgStore {
         read::purge_idempotency(&self.pool, older_than).await
     }
 }
+
+/// `url` with its database name replaced by `database` (query string kept): for tools that
+/// create a database of their own on a server (tests, the benchmark).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{database}?{q}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(super::with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
+        assert_eq!(super::with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+        assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+    }
+}

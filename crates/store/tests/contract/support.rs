@@ -38,19 +38,8 @@ pub async fn test_db() -> Option<TestDb> {
     let mut admin = PgConnection::connect(&admin_url).await.expect("connect to PARLEY_TEST_POSTGRES_URL");
     admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create the test database");
     admin.close().await.ok();
-    let url = with_database(&admin_url, &name);
+    let url = parley_store::postgres::with_database(&admin_url, &name);
     Some(TestDb { admin_url, name, url })
-}
-
-/// `url` with its database replaced by `db`.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..].find('/').map_or(base.len(), |i| authority + i);
-    format!("{}/{db}{query}", &base[..path])
 }
 
 impl Drop for TestDb {
