@@ -184,6 +184,13 @@ impl IntoResponse for ApiError {
 
 impl From<parley_engine::EngineError> for ApiError {
     fn from(e: parley_engine::EngineError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+/// Per-item errors of a batch are read by reference.
+impl From<&parley_engine::EngineError> for ApiError {
+    fn from(e: &parley_engine::EngineError) -> Self {
         use parley_engine::EngineError as E;
         match e {
             E::NoChannelAccount(channel) => {
@@ -194,7 +201,8 @@ impl From<parley_engine::EngineError> for ApiError {
                 let detail = e.to_string();
                 ApiError::new("channel_account_not_found", detail.clone()).with_param("channel_account_id", detail)
             }
-            E::Store(s) => s.into(),
+            E::Store(parley_store::StoreError::Closed) => ApiError::new("unavailable", "the server is shutting down"),
+            E::Store(s) => ApiError::internal(s),
         }
     }
 }

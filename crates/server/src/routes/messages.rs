@@ -231,7 +231,7 @@ async fn send_message(
                     (202, serde_json::to_vec(m).unwrap_or_default())
                 }
                 Some(Err(e)) => {
-                    let e = ApiError::from(clone_engine_error(e));
+                    let e = ApiError::from(e);
                     (e.status.as_u16(), problem_bytes(&e))
                 }
                 None => (500, Vec::new()),
@@ -239,17 +239,6 @@ async fn send_message(
         })
         .await?;
     accepted_response(outcome, location)
-}
-
-fn clone_engine_error(e: &EngineError) -> EngineError {
-    match e {
-        EngineError::NoChannelAccount(c) => EngineError::NoChannelAccount(c),
-        EngineError::ChannelAccountNotFound(id) => EngineError::ChannelAccountNotFound(id.clone()),
-        EngineError::ChannelAccountMismatch { account, actual, requested } => {
-            EngineError::ChannelAccountMismatch { account: account.clone(), actual, requested }
-        }
-        EngineError::Store(s) => EngineError::Store(parley_store::StoreError::Database(s.to_string())),
-    }
 }
 
 /// Up to 1,000 messages in one request.
@@ -342,7 +331,7 @@ async fn send_batch(
                     let result = match slot {
                         Ok(k) => match items.get(*k) {
                             Some(Ok(m)) => Ok(m.clone()),
-                            Some(Err(e)) => Err(ApiError::from(clone_engine_error(e))),
+                            Some(Err(e)) => Err(ApiError::from(e)),
                             None => Err(ApiError::internal("batch item missing")),
                         },
                         Err(e) => Err(e.clone()),
