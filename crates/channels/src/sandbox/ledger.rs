@@ -126,6 +126,10 @@ impl SubmissionLedger {
     pub fn open(path: Option<PathBuf>) -> io::Result<Self> {
         let mut inner = Inner::default();
         if let Some(path) = &path {
+            // The data directory may not exist yet (on PostgreSQL nothing else creates it).
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
             let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
             let mut text = String::new();
             file.read_to_string(&mut text)?;

@@ -86,7 +86,7 @@ pub struct BenchArgs {
     /// With --url: an API key with messages:write.
     #[arg(long, env = "PARLEY_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// With --url and --database-url: the key's workspace (ws_…), whose messages are counted.
+    /// With --url and --database-url: the key's workspace (wsp_…), whose messages are counted.
     #[arg(long, requires = "url")]
     workspace: Option<String>,
     /// With --url: the server's process id, for its peak memory and CPU figures.
