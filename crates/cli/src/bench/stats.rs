@@ -27,36 +27,26 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// From latencies in microseconds (sorted here).
-    pub fn from_micros(mut values: Vec<u32>) -> Summary {
-        values.sort_unstable();
-        let ms = |v: Option<u32>| v.map(|v| f64::from(v) / 1000.0);
-        let mean = (!values.is_empty()).then(|| {
-            let mean_us = values.iter().map(|&v| u64::from(v)).sum::<u64>() as f64 / values.len() as f64;
-            mean_us.round() / 1000.0
-        });
-        Summary {
-            count: values.len(),
-            p50_ms: ms(percentile(&values, 0.50)),
-            p99_ms: ms(percentile(&values, 0.99)),
-            p999_ms: ms(percentile(&values, 0.999)),
-            max_ms: ms(values.last().copied()),
-            mean_ms: mean,
-        }
+    /// From latencies in microseconds.
+    pub fn from_micros(values: Vec<u32>) -> Summary {
+        Summary::from_ms(values.into_iter().map(|v| f64::from(v) / 1000.0).collect())
     }
 
-    /// From latencies in milliseconds (sorted here).
-    pub fn from_millis(mut values: Vec<i64>) -> Summary {
-        values.sort_unstable();
-        let ms = |v: Option<i64>| v.map(|v| v as f64);
-        let mean = (!values.is_empty())
-            .then(|| (values.iter().sum::<i64>() as f64 / values.len() as f64 * 1000.0).round() / 1000.0);
+    /// From latencies in milliseconds.
+    pub fn from_millis(values: Vec<i64>) -> Summary {
+        Summary::from_ms(values.into_iter().map(|v| v as f64).collect())
+    }
+
+    fn from_ms(mut values: Vec<f64>) -> Summary {
+        values.sort_by(f64::total_cmp);
+        let mean =
+            (!values.is_empty()).then(|| (values.iter().sum::<f64>() / values.len() as f64 * 1000.0).round() / 1000.0);
         Summary {
             count: values.len(),
-            p50_ms: ms(percentile(&values, 0.50)),
-            p99_ms: ms(percentile(&values, 0.99)),
-            p999_ms: ms(percentile(&values, 0.999)),
-            max_ms: ms(values.last().copied()),
+            p50_ms: percentile(&values, 0.50),
+            p99_ms: percentile(&values, 0.99),
+            p999_ms: percentile(&values, 0.999),
+            max_ms: values.last().copied(),
             mean_ms: mean,
         }
     }
