@@ -53,7 +53,13 @@ macro_rules! typed_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", $prefix, self.0.simple())
+                // Built in one buffer and written at once: ids are formatted for every row the
+                // store writes, and the formatting machinery costs more than the encoding.
+                const PREFIX_LEN: usize = $prefix.len();
+                let mut buf = [0u8; PREFIX_LEN + 32];
+                buf[..PREFIX_LEN].copy_from_slice($prefix.as_bytes());
+                self.0.simple().encode_lower(&mut buf[PREFIX_LEN..]);
+                f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
             }
         }
 

@@ -49,6 +49,7 @@ const PROVIDER_ID_LOCK_CLASS: i32 = 0x5061_7270;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_messages_by_status.sql")),
+    (3, include_str!("../../migrations/postgres/0003_awaiting_receipt_index.sql")),
 ];
 
 /// A [`Store`] on PostgreSQL.

@@ -12,6 +12,66 @@ pub const MESSAGE_COLUMNS: &str = "id, workspace_id, direction, channel, channel
      status, content, send_at, expires_at, validity_seconds, metadata, client_reference, provider_message_id, attempts, \
      error_code, error_detail, error_permanent, sequence, created_at, updated_at";
 
+/// The columns of [`Progress`], in its order.
+pub const PROGRESS_COLUMNS: &str = "id, workspace_id, channel_account_id, status, sequence, attempts, \
+     provider_message_id, error_code, error_detail, error_permanent, updated_at";
+
+/// The part of a message that its events and its dispatch change, and what recording them takes:
+/// the writes that need no more load this instead of the whole message and its content.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub id: MessageId,
+    pub workspace_id: WorkspaceId,
+    pub channel_account_id: ChannelAccountId,
+    pub status: MessageState,
+    pub sequence: i64,
+    pub attempts: i32,
+    pub provider_message_id: Option<String>,
+    pub error: Option<ErrorInfo>,
+    pub updated_at: Millis,
+}
+
+impl Progress {
+    pub fn of(m: &Message) -> Progress {
+        Progress {
+            id: m.id,
+            workspace_id: m.workspace_id,
+            channel_account_id: m.channel_account_id,
+            status: m.status,
+            sequence: m.sequence,
+            attempts: m.attempts,
+            provider_message_id: m.provider_message_id.clone(),
+            error: m.error.clone(),
+            updated_at: m.updated_at,
+        }
+    }
+
+    /// Copy this progress onto the whole message it was taken from.
+    pub fn apply_to(self, m: &mut Message) {
+        m.status = self.status;
+        m.sequence = self.sequence;
+        m.attempts = self.attempts;
+        m.provider_message_id = self.provider_message_id;
+        m.error = self.error;
+        m.updated_at = self.updated_at;
+    }
+}
+
+/// A row selected with [`PROGRESS_COLUMNS`].
+pub fn progress(row: &Row<'_>) -> Result<Progress> {
+    Ok(Progress {
+        id: parse("message id", row.get(0)?, MessageId::parse)?,
+        workspace_id: parse("workspace id", row.get(1)?, WorkspaceId::parse)?,
+        channel_account_id: parse("channel account id", row.get(2)?, ChannelAccountId::parse)?,
+        status: parse_opt("status", row.get(3)?, MessageState::parse)?,
+        sequence: row.get(4)?,
+        attempts: row.get(5)?,
+        provider_message_id: row.get(6)?,
+        error: error_info(row.get(7)?, row.get(8)?, row.get(9)?),
+        updated_at: Millis(row.get(10)?),
+    })
+}
+
 pub const EVENT_COLUMNS: &str = "id, message_id, sequence, kind, occurred_at, recorded_at, applied, attempt, \
      provider_message_id, error_code, error_detail, error_permanent, retry_at";
 

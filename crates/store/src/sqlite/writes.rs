@@ -1,7 +1,7 @@
 //! Writes, run on the writer thread inside the group-commit transaction (each in a savepoint).
 
 use super::reads::events_of;
-use super::rows::{self, MESSAGE_COLUMNS, write_error};
+use super::rows::{self, MESSAGE_COLUMNS, PROGRESS_COLUMNS, Progress, write_error};
 use crate::{
     ApiKey, CancelOutcome, ChannelAccount, ClaimBatch, ClaimedJob, CreateMessages, CreateOutcome, DispatchOutcome,
     IDEMPOTENCY_TTL_MS, OutcomeKind, Result, Workspace,
@@ -147,7 +147,7 @@ struct EventExtra {
 /// `m` with [`save_progress`].
 fn append_event(
     c: &Connection,
-    m: &mut Message,
+    m: &mut Progress,
     kind: EventKind,
     occurred_at: Millis,
     now: Millis,
@@ -179,11 +179,13 @@ fn append_event(
     Ok(applied)
 }
 
-/// Write back the fields that events and dispatch change.
-fn save_progress(c: &Connection, m: &Message) -> Result<()> {
+/// Write back the fields that events and dispatch change but the provider id, which only a `sent`
+/// outcome changes ([`save_progress_and_provider_id`]): SQLite rewrites the index entries of every
+/// column an UPDATE sets, changed or not.
+fn save_progress(c: &Connection, m: &Progress) -> Result<()> {
     c.prepare_cached(
-        "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, provider_message_id = ?6, \
-         error_code = ?7, error_detail = ?8, error_permanent = ?9 WHERE id = ?1",
+        "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, \
+         error_code = ?6, error_detail = ?7, error_permanent = ?8 WHERE id = ?1",
     )?
     .execute(params![
         m.id.to_string(),
@@ -191,10 +193,28 @@ fn save_progress(c: &Connection, m: &Message) -> Result<()> {
         m.sequence,
         m.updated_at.0,
         m.attempts,
-        m.provider_message_id,
         m.error.as_ref().map(|e| e.code.as_str()),
         m.error.as_ref().map(|e| e.detail.as_str()),
         m.error.as_ref().map(|e| e.permanent)
+    ])?;
+    Ok(())
+}
+
+fn save_progress_and_provider_id(c: &Connection, m: &Progress) -> Result<()> {
+    c.prepare_cached(
+        "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, \
+         error_code = ?6, error_detail = ?7, error_permanent = ?8, provider_message_id = ?9 WHERE id = ?1",
+    )?
+    .execute(params![
+        m.id.to_string(),
+        m.status.as_str(),
+        m.sequence,
+        m.updated_at.0,
+        m.attempts,
+        m.error.as_ref().map(|e| e.code.as_str()),
+        m.error.as_ref().map(|e| e.detail.as_str()),
+        m.error.as_ref().map(|e| e.permanent),
+        m.provider_message_id
     ])?;
     Ok(())
 }
@@ -203,6 +223,12 @@ fn load_message(c: &Connection, id: MessageId) -> Result<Option<Message>> {
     let mut st = c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"))?;
     let mut found = st.query([id.to_string()])?;
     found.next()?.map(rows::message).transpose()
+}
+
+fn load_progress(c: &Connection, id: MessageId) -> Result<Option<Progress>> {
+    let mut st = c.prepare_cached(&format!("SELECT {PROGRESS_COLUMNS} FROM messages WHERE id = ?1"))?;
+    let mut found = st.query([id.to_string()])?;
+    found.next()?.map(rows::progress).transpose()
 }
 
 fn delete_job(c: &Connection, id: MessageId) -> Result<()> {
@@ -281,44 +307,52 @@ pub fn cancel_message(c: &Connection, workspace: WorkspaceId, id: MessageId, now
         Some(Some(lease_until)) if lease_until > now.0 => return Ok(CancelOutcome::InFlight),
         Some(_) => {}
     }
-    append_event(c, &mut m, EventKind::Canceled, now, now, EventExtra::default())?;
-    save_progress(c, &m)?;
+    let mut progress = Progress::of(&m);
+    append_event(c, &mut progress, EventKind::Canceled, now, now, EventExtra::default())?;
+    save_progress(c, &progress)?;
     delete_job(c, id)?;
+    progress.apply_to(&mut m);
     Ok(CancelOutcome::Canceled(Box::new(m)))
 }
 
 pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit: u32) -> Result<ClaimBatch> {
-    let due: Vec<(String, i32)> = {
-        let mut st = c.prepare_cached(
-            "SELECT message_id, attempt FROM dispatch_jobs WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
-             ORDER BY due_at, message_id LIMIT ?2",
-        )?;
-        let mapped = st.query_map(params![now.0, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        mapped.collect::<Result<_, _>>()?
+    // The due jobs with their messages, in one statement. (A job always has its message: both are
+    // written in one transaction, and only deleting the job ends it.)
+    let due: Vec<(Message, i32)> = {
+        let columns: Vec<String> = MESSAGE_COLUMNS.split(", ").map(|column| format!("m.{column}")).collect();
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {}, j.attempt FROM dispatch_jobs AS j JOIN messages AS m ON m.id = j.message_id \
+             WHERE j.due_at <= ?1 AND (j.lease_until IS NULL OR j.lease_until <= ?1) \
+             ORDER BY j.due_at, j.message_id LIMIT ?2",
+            columns.join(", ")
+        ))?;
+        let mut rows = st.query(params![now.0, limit])?;
+        let mut due = Vec::new();
+        while let Some(row) = rows.next()? {
+            due.push((rows::message(row)?, row.get(22)?));
+        }
+        due
     };
     let lease_until = now.plus_millis(lease_ms);
     let mut batch = ClaimBatch::default();
-    for (raw_id, previous_attempt) in due {
-        let id = MessageId::parse(&raw_id).map_err(|_| rows::corrupt("message id", &raw_id))?;
-        let Some(mut m) = load_message(c, id)? else {
-            delete_job(c, id)?;
-            continue;
-        };
+    for (mut m, previous_attempt) in due {
+        let id = m.id;
         if m.status.is_final() || matches!(m.status, MessageState::Sent | MessageState::Delivered) {
             delete_job(c, id)?;
             continue;
         }
+        let mut progress = Progress::of(&m);
         if m.expires_at <= now {
             let error = expired_error();
             append_event(
                 c,
-                &mut m,
+                &mut progress,
                 EventKind::Expired,
                 now,
                 now,
                 EventExtra { error: Some(error), ..Default::default() },
             )?;
-            save_progress(c, &m)?;
+            save_progress(c, &progress)?;
             delete_job(c, id)?;
             batch.expired.push(id);
             continue;
@@ -327,23 +361,24 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
         c.prepare_cached(
             "UPDATE dispatch_jobs SET lease_owner = ?2, lease_until = ?3, attempt = ?4 WHERE message_id = ?1",
         )?
-        .execute(params![raw_id, owner, lease_until.0, attempt])?;
-        if m.status == MessageState::Scheduled {
-            append_event(c, &mut m, EventKind::Queued, now, now, EventExtra::default())?;
+        .execute(params![id.to_string(), owner, lease_until.0, attempt])?;
+        if progress.status == MessageState::Scheduled {
+            append_event(c, &mut progress, EventKind::Queued, now, now, EventExtra::default())?;
         }
-        if m.status != MessageState::Sending {
+        if progress.status != MessageState::Sending {
             append_event(
                 c,
-                &mut m,
+                &mut progress,
                 EventKind::Sending,
                 now,
                 now,
                 EventExtra { attempt: Some(attempt), ..Default::default() },
             )?;
         }
-        m.attempts = attempt;
-        m.updated_at = m.updated_at.max(now);
-        save_progress(c, &m)?;
+        progress.attempts = attempt;
+        progress.updated_at = progress.updated_at.max(now);
+        save_progress(c, &progress)?;
+        progress.apply_to(&mut m);
         batch.jobs.push(ClaimedJob { message: m, attempt, lease_until });
     }
     Ok(batch)
@@ -359,8 +394,11 @@ pub fn expired_error() -> ErrorInfo {
 
 /// Outcomes are the dispatcher's own observations: recorded at the time it gives (`at`).
 pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<()> {
+    // Receipts are rarely kept waiting: look for them only when some are.
+    let receipts_kept =
+        c.prepare_cached("SELECT EXISTS (SELECT 1 FROM pending_receipts)")?.query_row([], |r| r.get(0))?;
     for o in outcomes {
-        let Some(mut m) = load_message(c, o.message_id)? else { continue };
+        let Some(mut m) = load_progress(c, o.message_id)? else { continue };
         let attempt = Some(o.attempt);
         match &o.kind {
             OutcomeKind::Sent { provider_message_id } => {
@@ -377,7 +415,9 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                     m.error = None;
                 }
                 delete_job(c, o.message_id)?;
-                apply_pending_receipts(c, &mut m, o.at)?;
+                if receipts_kept {
+                    apply_pending_receipts(c, &mut m, o.at)?;
+                }
             }
             OutcomeKind::Retry { error, retry_at } => {
                 // The message's error while it is retried; once it is past sending (another
@@ -421,12 +461,16 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                 }
             }
         }
-        save_progress(c, &m)?;
+        if matches!(o.kind, OutcomeKind::Sent { .. }) {
+            save_progress_and_provider_id(c, &m)?;
+        } else {
+            save_progress(c, &m)?;
+        }
     }
     Ok(())
 }
 
-fn apply_receipt(c: &Connection, m: &mut Message, r: &Receipt, now: Millis) -> Result<()> {
+fn apply_receipt(c: &Connection, m: &mut Progress, r: &Receipt, now: Millis) -> Result<()> {
     let extra = EventExtra {
         provider_message_id: Some(r.provider_message_id.clone()),
         error: r.error.clone(),
@@ -436,7 +480,7 @@ fn apply_receipt(c: &Connection, m: &mut Message, r: &Receipt, now: Millis) -> R
     Ok(())
 }
 
-fn apply_pending_receipts(c: &Connection, m: &mut Message, now: Millis) -> Result<()> {
+fn apply_pending_receipts(c: &Connection, m: &mut Progress, now: Millis) -> Result<()> {
     let Some(provider_id) = m.provider_message_id.clone() else { return Ok(()) };
     // (row id, state, occurred_at, error code, error detail, error permanent)
     type PendingRow = (i64, String, i64, Option<String>, Option<String>, Option<bool>);
@@ -469,13 +513,13 @@ fn apply_pending_receipts(c: &Connection, m: &mut Message, now: Millis) -> Resul
     Ok(())
 }
 
-fn find_by_provider_id(c: &Connection, r: &Receipt) -> Result<Option<Message>> {
+fn find_by_provider_id(c: &Connection, r: &Receipt) -> Result<Option<Progress>> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_account_id = ?1 AND provider_message_id = ?2 \
+        "SELECT {PROGRESS_COLUMNS} FROM messages WHERE channel_account_id = ?1 AND provider_message_id = ?2 \
          AND direction = 'outbound' ORDER BY id DESC LIMIT 1"
     ))?;
     let mut found = st.query(params![r.channel_account_id.to_string(), r.provider_message_id])?;
-    found.next()?.map(rows::message).transpose()
+    found.next()?.map(rows::progress).transpose()
 }
 
 pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Result<()> {

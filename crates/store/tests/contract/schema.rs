@@ -10,7 +10,8 @@ pub async fn reopening_keeps_everything_and_migrates_once(mut f: Fixture) {
 
     // A restart: the store is closed and opened again on the same database.
     f.store = f.db.open().await;
-    assert_eq!(f.db.count("parley_migrations").await, 2, "each migration is applied once");
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    assert_eq!(f.db.count("parley_migrations").await, migrations as i64, "each migration is applied once");
     let m = f.get(id).await;
     assert_eq!((m.status, m.attempts, m.sequence), (MessageState::Sending, 1, 3));
     assert_eq!(f.store.latest_event_position(f.ws).await.unwrap(), position);
