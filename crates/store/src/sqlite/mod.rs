@@ -123,7 +123,6 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut write_conn = open_connection(&path)?;
-        write_conn.pragma_update(None, "cache_size", -32768)?;
         migrate(&mut write_conn)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
