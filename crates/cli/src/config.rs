@@ -28,6 +28,7 @@ pub struct Config {
     pub workers: bool,
     pub dispatcher: DispatcherConfig,
     pub sandbox: SandboxSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,6 +60,13 @@ pub struct SandboxSettings {
     pub ledger: bool,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `GET /metrics` (Prometheus text format, no key needed) beside the API.
+    pub enabled: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -71,6 +79,7 @@ impl Default for Config {
             workers: true,
             dispatcher: DispatcherConfig::default(),
             sandbox: SandboxSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -91,6 +100,12 @@ impl Default for DispatcherConfig {
 impl Default for SandboxSettings {
     fn default() -> Self {
         SandboxSettings { ledger: true }
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings { enabled: true }
     }
 }
 
@@ -157,6 +172,10 @@ impl Config {
         }
     }
 
+    pub fn server_options(&self) -> parley_server::ServerOptions {
+        parley_server::ServerOptions { metrics: self.metrics.enabled }
+    }
+
     pub fn engine_config(&self) -> parley_engine::EngineConfig {
         let d = &self.dispatcher;
         parley_engine::EngineConfig {
@@ -218,6 +237,23 @@ mod tests {
             jail.set_env("PARLEY_LISTN", "typo");
             let e = Config::load(None, Figment::new()).unwrap_err().to_string();
             assert!(e.contains("listn"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_are_on_by_default_and_can_be_switched_off() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert!(c.metrics.enabled && c.server_options().metrics);
+            jail.create_file("parley.toml", "[metrics]\nenabled = false\n")?;
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert!(!c.server_options().metrics);
+            jail.set_env("PARLEY_METRICS__ENABLED", "true");
+            assert!(Config::load(None, Figment::new()).map_err(|e| e.to_string())?.metrics.enabled);
+            jail.set_env("PARLEY_METRICS__ENABLED", "sometimes");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("'metrics.enabled'"), "{e}");
             Ok(())
         });
     }

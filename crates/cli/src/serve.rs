@@ -62,7 +62,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         println!("Parley is listening on http://{address} ({backend})");
         tracing::info!(%address, backend, workers = config.workers, "serving");
-        parley_server::serve(engine.clone(), listener, shutdown_signal()).await?;
+        parley_server::serve_with(engine.clone(), listener, config.server_options(), shutdown_signal()).await?;
     } else {
         tracing::info!(backend, "running workers only");
         shutdown_signal().await;

@@ -8,16 +8,20 @@
 pub mod address;
 pub mod backoff;
 pub mod content;
+pub mod event;
 pub mod ids;
 pub mod message;
 pub mod provider;
 pub mod scope;
 pub mod time;
+pub mod webhook;
 
 pub use address::{Address, AddressError, E164};
 pub use content::{Content, ContentError};
+pub use event::{EventEnvelope, MessageEventData};
 pub use ids::*;
 pub use message::{Channel, Direction, ErrorInfo, EventKind, Message, MessageEvent, MessageState};
 pub use provider::{InboundMessage, Receipt};
 pub use scope::{Scope, Scopes};
 pub use time::Millis;
+pub use webhook::{SecretError, VerifyError, WebhookSecret};

@@ -204,6 +204,23 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 14] = [
+        EventKind::Accepted,
+        EventKind::Scheduled,
+        EventKind::Queued,
+        EventKind::Sending,
+        EventKind::Sent,
+        EventKind::Delivered,
+        EventKind::Read,
+        EventKind::Failed,
+        EventKind::Undelivered,
+        EventKind::Rejected,
+        EventKind::Expired,
+        EventKind::Canceled,
+        EventKind::Received,
+        EventKind::AttemptFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::AttemptFailed => "attempt_failed",
@@ -216,6 +233,32 @@ impl EventKind {
             return Some(EventKind::AttemptFailed);
         }
         MessageState::parse(s).map(EventKind::from)
+    }
+
+    /// The type of the event where Parley delivers it (SSE, webhooks): `message.<kind>`, e.g.
+    /// `message.delivered`, `message.attempt_failed`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            EventKind::Accepted => "message.accepted",
+            EventKind::Scheduled => "message.scheduled",
+            EventKind::Queued => "message.queued",
+            EventKind::Sending => "message.sending",
+            EventKind::Sent => "message.sent",
+            EventKind::Delivered => "message.delivered",
+            EventKind::Read => "message.read",
+            EventKind::Failed => "message.failed",
+            EventKind::Undelivered => "message.undelivered",
+            EventKind::Rejected => "message.rejected",
+            EventKind::Expired => "message.expired",
+            EventKind::Canceled => "message.canceled",
+            EventKind::Received => "message.received",
+            EventKind::AttemptFailed => "message.attempt_failed",
+        }
+    }
+
+    /// The kind whose [`EventKind::event_type`] is `s`.
+    pub fn from_event_type(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.event_type() == s)
     }
 
     /// The state this event moves to, if it is a state.
@@ -372,5 +415,16 @@ mod tests {
             assert_eq!(k.state(), Some(s));
         }
         assert_eq!(EventKind::parse("attempt_failed"), Some(EventKind::AttemptFailed));
+    }
+
+    #[test]
+    fn event_types_are_message_dot_kind() {
+        for k in EventKind::ALL {
+            assert_eq!(k.event_type(), format!("message.{}", k.as_str()));
+            assert_eq!(EventKind::from_event_type(k.event_type()), Some(k));
+        }
+        assert_eq!(EventKind::Delivered.event_type(), "message.delivered");
+        assert_eq!(EventKind::from_event_type("delivered"), None);
+        assert_eq!(EventKind::from_event_type("message.*"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Accepting outbound messages: choose the channel account, build the message with its first
 //! events, and store it with its dispatch job, all before the caller may say "accepted".
 
+use crate::metrics::EventTally;
 use crate::{Engine, EngineError, Result};
 use parley_domain::{
     Address, Channel, ChannelAccountId, Content, Direction, EventId, EventKind, Message, MessageEvent, MessageId,
@@ -75,6 +76,12 @@ impl Engine {
         if new.is_empty() {
             return Ok(AcceptOutcome::Created { status, body });
         }
+        let mut tally = EventTally::default();
+        for outbound in &new {
+            for event in &outbound.events {
+                tally.add(outbound.message.channel, event.kind);
+            }
+        }
         let request = CreateMessages {
             workspace_id: workspace,
             messages: new,
@@ -89,6 +96,7 @@ impl Engine {
         match self.store().create_messages(request).await? {
             CreateOutcome::Created => {
                 self.inner.work_ready.notify_one();
+                self.inner.metrics.record_events(&tally);
                 Ok(AcceptOutcome::Created { status, body })
             }
             CreateOutcome::Replayed { status, body } => Ok(AcceptOutcome::Replayed { status, body }),

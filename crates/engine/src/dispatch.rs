@@ -7,9 +7,10 @@
 //! worker can claim it while this one might still be sending it.
 
 use crate::Engine;
+use crate::metrics::EventTally;
 use crate::registry::AccountEntry;
 use parley_channels::{OutboundRequest, SendResult};
-use parley_domain::{ErrorInfo, Millis, backoff};
+use parley_domain::{Channel, ErrorInfo, EventKind, Millis, backoff};
 use parley_store::{ClaimedJob, DispatchOutcome, OutcomeKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +69,7 @@ impl DispatchCounters {
 
 pub async fn run(engine: Engine) {
     let config = engine.config().clone();
-    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<DispatchOutcome>();
+    let (outcome_tx, outcome_rx) = mpsc::unbounded_channel::<(Channel, DispatchOutcome)>();
     let writer = tokio::spawn(outcome_writer(engine.clone(), outcome_rx));
     let window = Arc::new(Semaphore::new(config.max_in_flight));
     let mut sends = JoinSet::new();
@@ -105,9 +106,10 @@ pub async fn run(engine: Engine) {
             let engine = engine.clone();
             let tx = outcome_tx.clone();
             sends.spawn(async move {
+                let channel = job.message.channel;
                 let outcome = send_one(&engine, job).await;
                 engine.inner.dispatch_stats.count(&outcome.kind);
-                let _ = tx.send(outcome);
+                let _ = tx.send((channel, outcome));
                 drop(permit);
             });
         }
@@ -176,6 +178,7 @@ async fn send_one(engine: &Engine, job: ClaimedJob) -> DispatchOutcome {
     };
     // The provider must answer before the lease ends, or another worker could send again.
     let budget = (job.lease_until.0 - Millis::now().0 - 1_000).max(1_000) as u64;
+    let started = std::time::Instant::now();
     let result = match tokio::time::timeout(Duration::from_millis(budget), entry.connector.send(&request)).await {
         Ok(result) => result,
         Err(_) => SendResult::Transient {
@@ -187,6 +190,11 @@ async fn send_one(engine: &Engine, job: ClaimedJob) -> DispatchOutcome {
             retry_after_ms: None,
         },
     };
+    let provider = entry.connector.provider();
+    engine.inner.metrics.send_finished(m.channel, provider, started.elapsed());
+    if let SendResult::Permanent { error } | SendResult::Transient { error, .. } = &result {
+        engine.inner.metrics.provider_error(provider, &error.code);
+    }
     let now = Millis::now();
     outcome(match result {
         SendResult::Accepted { provider_message_id } => OutcomeKind::Sent { provider_message_id },
@@ -250,14 +258,24 @@ async fn wait_for_slot(
     }
 }
 
-/// Writes outcomes in batches: everything that arrived while the previous batch committed.
-async fn outcome_writer(engine: Engine, mut rx: mpsc::UnboundedReceiver<DispatchOutcome>) {
+/// Writes outcomes in batches: everything that arrived while the previous batch committed. Each
+/// comes with its message's channel, for the event counters once it is committed.
+async fn outcome_writer(engine: Engine, mut rx: mpsc::UnboundedReceiver<(Channel, DispatchOutcome)>) {
     let mut batch = Vec::with_capacity(OUTCOME_BATCH);
     while rx.recv_many(&mut batch, OUTCOME_BATCH).await > 0 {
         let mut delay = Duration::from_millis(100);
         loop {
-            match engine.store().record_outcomes(batch.clone()).await {
-                Ok(()) => break,
+            match engine.store().record_outcomes(batch.iter().map(|(_, o)| o.clone()).collect()).await {
+                Ok(()) => {
+                    let mut tally = EventTally::default();
+                    for (channel, outcome) in &batch {
+                        if let Some(kind) = event_of(&outcome.kind) {
+                            tally.add(*channel, kind);
+                        }
+                    }
+                    engine.inner.metrics.record_events(&tally);
+                    break;
+                }
                 Err(e) => {
                     // Until it is recorded the job stays leased; if this process dies now, the
                     // lease runs out and the message is tried again.
@@ -268,5 +286,16 @@ async fn outcome_writer(engine: Engine, mut rx: mpsc::UnboundedReceiver<Dispatch
             }
         }
         batch.clear();
+    }
+}
+
+/// The event an outcome records (none for a job given back unattempted).
+fn event_of(kind: &OutcomeKind) -> Option<EventKind> {
+    match kind {
+        OutcomeKind::Sent { .. } => Some(EventKind::Sent),
+        OutcomeKind::Retry { .. } => Some(EventKind::AttemptFailed),
+        OutcomeKind::Failed { .. } => Some(EventKind::Failed),
+        OutcomeKind::Expired { .. } => Some(EventKind::Expired),
+        OutcomeKind::Release { .. } => None,
     }
 }

@@ -3,27 +3,51 @@
 //! what is still queued and ends.
 
 use crate::Engine;
-use parley_domain::{InboundMessage, Receipt};
+use crate::metrics::EventTally;
+use parley_domain::{EventKind, InboundMessage, Receipt};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const BATCH: usize = 1024;
 
+/// Every receipt stored counts as an event of its state, whether it moved the message or was
+/// recorded without effect (late, or kept until its `sent` outcome lands).
 pub async fn receipt_writer(engine: Engine, rx: UnboundedReceiver<Receipt>) {
-    let store = engine.store().clone();
+    let writer = engine.clone();
     drain(engine, rx, "receipts", move |batch| {
-        let store = store.clone();
-        async move { store.record_receipts(batch).await.map(|_| ()) }
+        let engine = writer.clone();
+        async move {
+            let mut tally = EventTally::default();
+            for receipt in &batch {
+                // Receipts come from the connectors the registry built, so the account is known.
+                if let Ok(Some(entry)) =
+                    engine.inner.registry.get(engine.store().as_ref(), receipt.channel_account_id).await
+                {
+                    tally.add(entry.account.channel, EventKind::from(receipt.state));
+                }
+            }
+            engine.store().record_receipts(batch).await?;
+            engine.inner.metrics.record_events(&tally);
+            Ok(())
+        }
     })
     .await
 }
 
 pub async fn inbound_writer(engine: Engine, rx: UnboundedReceiver<InboundMessage>) {
-    let store = engine.store().clone();
+    let writer = engine.clone();
     drain(engine, rx, "inbound messages", move |batch| {
-        let store = store.clone();
-        async move { store.record_inbound(batch).await.map(|_| ()) }
+        let engine = writer.clone();
+        async move {
+            let stored = engine.store().record_inbound(batch).await?;
+            let mut tally = EventTally::default();
+            for message in &stored {
+                tally.add(message.channel, EventKind::Received);
+            }
+            engine.inner.metrics.record_events(&tally);
+            Ok(())
+        }
     })
     .await
 }

@@ -9,14 +9,19 @@
 mod accept;
 mod dispatch;
 mod ingest;
+mod metrics;
 mod rate;
 mod registry;
+mod stream;
 mod tenancy;
+pub mod webhooks;
 
 pub use accept::{
     AcceptOutcome, DEFAULT_VALIDITY_SECONDS, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec,
 };
 pub use dispatch::DispatchStats;
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
+pub use stream::{StreamEvent, StreamFilter, StreamSettings, StreamStart, Subscription};
 pub use tenancy::{NewApiKey, hash_api_key};
 
 use parley_channels::SubmissionLedger;
@@ -59,6 +64,8 @@ pub struct EngineConfig {
     pub shutdown_grace_ms: u64,
     /// Where the sandbox records every submission it receives (None: memory only).
     pub sandbox_ledger: Option<PathBuf>,
+    /// The live event stream's pace and bounds.
+    pub stream: StreamSettings,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +79,7 @@ impl Default for EngineConfig {
             idle_poll_ms: 100,
             shutdown_grace_ms: 10_000,
             sandbox_ledger: None,
+            stream: StreamSettings::default(),
         }
     }
 }
@@ -102,6 +110,10 @@ struct Inner {
     tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     dispatch_stats: dispatch::DispatchCounters,
     auth_cache: tenancy::AuthCache,
+    /// The live event stream's hubs.
+    streams: stream::Streams,
+    /// Counters and histograms of this engine (and its server), for `/metrics`.
+    metrics: metrics::Metrics,
 }
 
 impl Engine {
@@ -113,6 +125,7 @@ impl Engine {
         );
         let (events, receipts_rx, inbound_rx) = parley_channels::ProviderEvents::channel();
         let registry = registry::Registry::new(ledger, events);
+        let streams = stream::Streams::new(config.stream.clone());
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -125,6 +138,8 @@ impl Engine {
                 tasks: tokio::sync::Mutex::new(Vec::new()),
                 dispatch_stats: Default::default(),
                 auth_cache: Default::default(),
+                streams,
+                metrics: Default::default(),
             }),
         };
         engine.inner.registry.reload(engine.store().as_ref()).await?;
@@ -149,6 +164,7 @@ impl Engine {
     /// learned, and return when everything is stored.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        self.inner.streams.close();
         self.inner.work_ready.notify_waiters();
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().await);
         // The dispatcher first: it hands its last outcomes to the store before returning.

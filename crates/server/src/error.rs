@@ -105,6 +105,13 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "This Idempotency-Key was used in the last 24 hours with a different request.",
     ),
     ("too_many_messages", 422, "Too many messages", "A batch takes at most 1,000 messages."),
+    (
+        "invalid_last_event_id",
+        422,
+        "Unknown Last-Event-ID",
+        "The Last-Event-ID is not an event of this workspace. Resume with the id of an event the stream \
+         sent, or connect without the header to start from now.",
+    ),
     ("internal_error", 500, "Internal error", "A bug on our side. It was logged with the request id."),
     (
         "unavailable",

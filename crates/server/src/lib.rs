@@ -12,7 +12,7 @@ pub mod routes;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,15 +27,36 @@ pub struct AppState {
     pub engine: Engine,
     /// The OpenAPI document, rendered once.
     pub openapi_json: bytes::Bytes,
+    /// `GET /metrics` answers (else 404).
+    pub metrics: bool,
+}
+
+/// What the server offers beyond the API, as configured.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Serve `GET /metrics` (Prometheus text, no key needed) and count HTTP requests for it.
+    pub metrics: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { metrics: true }
+    }
+}
+
+/// The whole application with the default options.
+pub fn app(engine: Engine) -> Router {
+    app_with(engine, &ServerOptions::default())
 }
 
 /// The whole application: every route and the middleware around them.
-pub fn app(engine: Engine) -> Router {
+pub fn app_with(engine: Engine, options: &ServerOptions) -> Router {
     let (api, mut doc) = openapi::api_router().split_for_parts();
     openapi::finish(&mut doc);
     let openapi_json = bytes::Bytes::from(serde_json::to_vec_pretty(&doc).unwrap_or_default());
-    let state = AppState { engine, openapi_json };
-    api.merge(routes::ops::router())
+    let state = AppState { engine: engine.clone(), openapi_json, metrics: options.metrics };
+    let app = api
+        .merge(routes::ops::router())
         .fallback(|| async { ApiError::new("not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new("method_not_allowed", "this path does not take that method")
@@ -50,7 +71,22 @@ pub fn app(engine: Engine) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),
-        ))
+        ));
+    // Outermost, so that it sees what the client sees (time-outs and panics included).
+    if options.metrics { app.layer(middleware::from_fn_with_state(engine, http_metrics)) } else { app }
+}
+
+/// Count and time every request for `/metrics`. `Router::layer` runs this after routing, so the
+/// route is the matched template (`/v1/messages/{id}`); an unmatched request counts as
+/// `unmatched`, never by its raw path, which keeps the series bounded whatever clients send.
+async fn http_metrics(State(engine): State<Engine>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    engine.metrics().http_request(method.as_str(), route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Give every request an id (the client's `X-Request-Id` if it sent a sane one), echo it, log
@@ -110,5 +146,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(engine)).with_graceful_shutdown(shutdown).await
+    serve_with(engine, listener, ServerOptions::default(), shutdown).await
+}
+
+/// [`serve`] with `options`.
+pub async fn serve_with(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Open event streams never end by themselves and would hold the graceful shutdown up: they
+    // are ended as soon as the server stops taking requests (clients resume with Last-Event-ID).
+    let streams = engine.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams.close_streams();
+    };
+    axum::serve(listener, app_with(engine, &options)).with_graceful_shutdown(shutdown).await
 }

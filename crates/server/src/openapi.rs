@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "messages", description = "Send messages and follow their state"),
         (name = "api_keys", description = "API keys of the workspace (admin)"),
         (name = "channel_accounts", description = "Connections to providers"),
-        (name = "ops", description = "Health and readiness"),
+        (name = "ops", description = "Health, readiness and metrics"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +76,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::messages::router())
         .merge(routes::message_events::router())
+        .merge(routes::stream::router())
         .merge(routes::api_keys::router())
         .merge(routes::channel_accounts::router())
         .merge(routes::ops::documented_router())

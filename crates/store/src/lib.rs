@@ -17,7 +17,7 @@ pub mod sqlite;
 pub use model::*;
 
 use async_trait::async_trait;
-use parley_domain::{ApiKeyId, ChannelAccountId, Message, MessageId, Millis, WorkspaceId};
+use parley_domain::{ApiKeyId, ChannelAccountId, EventId, Message, MessageId, Millis, WorkspaceId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,12 +144,26 @@ pub trait Store: Send + Sync + 'static {
     /// that wants only new events starts.
     async fn latest_event_position(&self, workspace: WorkspaceId) -> Result<i64>;
 
+    /// The feed position of the event `id` if it is one of the workspace's (to resume a follower
+    /// after the last event it saw); `None` for an unknown event or one of another workspace.
+    async fn event_position(&self, workspace: WorkspaceId, id: EventId) -> Result<Option<i64>>;
+
+    /// The workspace's messages among `ids`, each with its timeline (events oldest first), in
+    /// no particular order; ids that are not the workspace's are left out. Two queries whatever
+    /// the number of ids (the messages, then their events).
+    async fn messages_with_events(&self, workspace: WorkspaceId, ids: &[MessageId]) -> Result<Vec<Message>>;
+
     /// Counts of the workspace's messages by state, and the due jobs waiting.
     async fn message_stats(&self, workspace: WorkspaceId) -> Result<MessageStats>;
 
     /// For every message of the workspace with a `delivered` event: milliseconds from its
     /// creation to its first `delivered` event (unordered).
     async fn delivery_latencies_ms(&self, workspace: WorkspaceId) -> Result<Vec<i64>>;
+
+    /// For `/metrics`, across workspaces: messages by channel and state, and the dispatch jobs
+    /// claimable at `now` (due, not held by a live lease) with the oldest one's due time. Read at
+    /// every scrape, so it must stay cheap (see the backends for what each query costs).
+    async fn metrics_snapshot(&self, now: Millis) -> Result<MetricsSnapshot>;
 
     /// Delete idempotency records older than `older_than`. Returns how many went.
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64>;

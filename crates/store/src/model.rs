@@ -198,3 +198,15 @@ impl MessageStats {
         self.by_state.iter().map(|(_, n)| n).sum()
     }
 }
+
+/// What `/metrics` reads from the store at scrape time (see [`crate::Store::metrics_snapshot`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// (channel, state, count) for every pair with at least one message, of every workspace,
+    /// ordered by channel and state name.
+    pub messages: Vec<(Channel, MessageState, i64)>,
+    /// Dispatch jobs a dispatcher could claim now: due, and not held by a live lease.
+    pub due_jobs: i64,
+    /// When the oldest of those jobs became due (`None` when there is none).
+    pub oldest_due_at: Option<Millis>,
+}

@@ -102,8 +102,23 @@ impl TestApp {
         Some(Self::start_on(db, configure).await)
     }
 
+    /// Start with the server's `options` (e.g. metrics switched off).
+    pub async fn start_with_server(backend: Backend, options: parley_server::ServerOptions) -> Option<TestApp> {
+        let db = Arc::new(TestDb::new(backend).await?);
+        Some(Self::start_full(db, |_| {}, options).await)
+    }
+
     /// Start on an existing database (to restart over the same data).
     pub async fn start_on(db: Arc<TestDb>, configure: impl FnOnce(&mut EngineConfig)) -> TestApp {
+        Self::start_full(db, configure, parley_server::ServerOptions::default()).await
+    }
+
+    /// Start on `db`, with the engine configuration adjusted by `configure` and the server's `options`.
+    pub async fn start_full(
+        db: Arc<TestDb>,
+        configure: impl FnOnce(&mut EngineConfig),
+        options: parley_server::ServerOptions,
+    ) -> TestApp {
         let store = parley_store::open(&db.url).await.expect("open the test store");
         let mut config = EngineConfig { idle_poll_ms: 20, shutdown_grace_ms: 2_000, ..Default::default() };
         configure(&mut config);
@@ -123,7 +138,7 @@ impl TestApp {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server_engine = engine.clone();
         let server = tokio::spawn(async move {
-            let _ = parley_server::serve(server_engine, listener, async {
+            let _ = parley_server::serve_with(server_engine, listener, options, async {
                 let _ = stopped.await;
             })
             .await;

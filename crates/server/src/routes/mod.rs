@@ -5,6 +5,7 @@ pub mod channel_accounts;
 pub mod message_events;
 pub mod messages;
 pub mod ops;
+pub mod stream;
 
 use crate::error::ApiError;
 use base64::Engine as _;

@@ -1,4 +1,4 @@
-//! Operations: health, readiness, the OpenAPI document and the problem pages.
+//! Operations: health, readiness, metrics, the OpenAPI document and the problem pages.
 
 use crate::AppState;
 use crate::error::{ApiError, CODES};
@@ -13,9 +13,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(openapi)).route("/problems/{code}", get(problem_page))
 }
 
-/// Health and readiness, documented in the OpenAPI document.
+/// Health, readiness and metrics, documented in the OpenAPI document.
 pub fn documented_router() -> utoipa_axum::router::OpenApiRouter<AppState> {
-    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(healthz)).routes(utoipa_axum::routes!(readyz))
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(readyz))
+        .routes(utoipa_axum::routes!(metrics))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -43,6 +46,23 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => ApiError::new("unavailable", format!("the database does not answer: {e}")).into_response(),
         Err(_) => ApiError::new("unavailable", "the database did not answer within 2 s").into_response(),
     }
+}
+
+/// Prometheus metrics (text exposition format 0.0.4).
+///
+/// Counted by this process: HTTP requests, accepted messages, message events, send durations and
+/// provider errors; read from the database at each scrape: messages by channel and state, and the
+/// dispatch queue. No key needed; switched off with `metrics.enabled = false`, then 404.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses(
+    (status = 200, description = "Prometheus text exposition format, version 0.0.4", body = String, content_type = "text/plain"),
+    (status = 404, description = "Metrics are switched off in this process's configuration", body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    if !state.metrics {
+        return ApiError::new("not_found", "no such route").into_response();
+    }
+    let text = state.engine.render_metrics().await;
+    ([(header::CONTENT_TYPE, parley_engine::METRICS_CONTENT_TYPE)], text).into_response()
 }
 
 async fn openapi(State(state): State<AppState>) -> Response {

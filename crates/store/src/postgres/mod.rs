@@ -273,12 +273,24 @@ impl Store for PgStore {
         Ok(position.unwrap_or(0))
     }
 
+    async fn event_position(&self, workspace: WorkspaceId, id: parley_domain::EventId) -> Result<Option<i64>> {
+        read::event_position(&self.pool, workspace, id).await
+    }
+
+    async fn messages_with_events(&self, workspace: WorkspaceId, ids: &[MessageId]) -> Result<Vec<Message>> {
+        read::messages_with_events(&self.pool, workspace, ids).await
+    }
+
     async fn message_stats(&self, workspace: WorkspaceId) -> Result<MessageStats> {
         read::message_stats(&self.pool, workspace).await
     }
 
     async fn delivery_latencies_ms(&self, workspace: WorkspaceId) -> Result<Vec<i64>> {
         read::delivery_latencies_ms(&self.pool, workspace).await
+    }
+
+    async fn metrics_snapshot(&self, now: Millis) -> Result<crate::MetricsSnapshot> {
+        read::metrics_snapshot(&self.pool, now).await
     }
 
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {

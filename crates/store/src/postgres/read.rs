@@ -2,7 +2,9 @@
 
 use super::map_write_error;
 use super::rows::{self, event_columns, message_columns};
-use crate::{ApiKey, ChannelAccount, FeedEvent, MessageFilter, MessageStats, Result, StoreError, Workspace};
+use crate::{
+    ApiKey, ChannelAccount, FeedEvent, MessageFilter, MessageStats, MetricsSnapshot, Result, StoreError, Workspace,
+};
 use parley_domain::{ApiKeyId, ChannelAccountId, Message, MessageId, MessageState, Millis, WorkspaceId};
 use sqlx::Row;
 use sqlx::postgres::PgPool;
@@ -280,6 +282,33 @@ pub(super) async fn message_stats(pool: &PgPool, workspace: WorkspaceId) -> Resu
     Ok(MessageStats { by_state, jobs_waiting })
 }
 
+/// Messages by (channel, state) across workspaces, and the claimable due jobs. The GROUP BY reads
+/// every row of `messages` (no index holds channel and status): a scan per scrape, acceptable
+/// for now; counters kept by the writers would make it constant-time when tables grow large.
+/// The jobs are a range of the `dispatch_jobs_due` index.
+pub(super) async fn metrics_snapshot(pool: &PgPool, now: Millis) -> Result<MetricsSnapshot> {
+    let rows = sqlx::query("SELECT channel, status, count(*) AS n FROM messages GROUP BY channel, status")
+        .fetch_all(pool)
+        .await?;
+    let mut messages = Vec::with_capacity(rows.len());
+    for row in &rows {
+        messages.push((
+            rows::channel(&row.try_get::<String, _>("channel")?)?,
+            rows::state(&row.try_get::<String, _>("status")?)?,
+            row.try_get::<i64, _>("n")?,
+        ));
+    }
+    messages.sort_by_key(|(channel, state, _)| (channel.as_str(), state.as_str()));
+    let (due_jobs, oldest_due_at): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), min(due_at) FROM dispatch_jobs \
+         WHERE due_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)",
+    )
+    .bind(now.0)
+    .fetch_one(pool)
+    .await?;
+    Ok(MetricsSnapshot { messages, due_jobs, oldest_due_at: oldest_due_at.map(Millis) })
+}
+
 pub(super) async fn delivery_latencies_ms(pool: &PgPool, workspace: WorkspaceId) -> Result<Vec<i64>> {
     let latencies: Vec<i64> = sqlx::query_scalar(
         "SELECT min(e.occurred_at) - m.created_at FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
@@ -295,4 +324,66 @@ pub(super) async fn purge_idempotency(pool: &PgPool, older_than: Millis) -> Resu
     let done =
         sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1").bind(older_than.0).execute(pool).await?;
     Ok(done.rows_affected())
+}
+
+pub(super) async fn event_position(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    id: parley_domain::EventId,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT position FROM message_events WHERE id = $1 AND workspace_id = $2")
+        .bind(id.to_string())
+        .bind(workspace.to_string())
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub(super) async fn messages_with_events(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    ids: &[MessageId],
+) -> Result<Vec<Message>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages WHERE workspace_id = $1 AND id = ANY($2::text[])"
+    ))
+    .bind(workspace.to_string())
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let mut messages = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let m = rows::message_from_row(row)?;
+        messages.insert(m.id, m);
+    }
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<String> = messages.keys().map(MessageId::to_string).collect();
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM message_events WHERE message_id = ANY($1::text[]) ORDER BY message_id, sequence"
+    ))
+    .bind(&found)
+    .fetch_all(pool)
+    .await?;
+    for row in &rows {
+        let event = rows::event_from_row(row)?;
+        if let Some(m) = messages.get_mut(&event.message_id) {
+            m.events.get_or_insert_with(Vec::new).push(event);
+        }
+    }
+    Ok(messages
+        .into_values()
+        .map(|mut m| {
+            m.events.get_or_insert_with(Vec::new);
+            m
+        })
+        .collect())
 }

@@ -372,12 +372,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn event_position(&self, workspace: WorkspaceId, id: parley_domain::EventId) -> Result<Option<i64>> {
+        self.read(move |c| reads::event_position(c, workspace, id)).await
+    }
+
+    async fn messages_with_events(&self, workspace: WorkspaceId, ids: &[MessageId]) -> Result<Vec<Message>> {
+        let ids = ids.to_vec();
+        self.read(move |c| reads::messages_with_events(c, workspace, &ids)).await
+    }
+
     async fn message_stats(&self, workspace: WorkspaceId) -> Result<MessageStats> {
         self.read(move |c| reads::message_stats(c, workspace)).await
     }
 
     async fn delivery_latencies_ms(&self, workspace: WorkspaceId) -> Result<Vec<i64>> {
         self.read(move |c| reads::delivery_latencies_ms(c, workspace)).await
+    }
+
+    async fn metrics_snapshot(&self, now: Millis) -> Result<crate::MetricsSnapshot> {
+        self.read(move |c| reads::metrics_snapshot(c, now)).await
     }
 
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {

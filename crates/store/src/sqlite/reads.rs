@@ -1,8 +1,8 @@
 //! Read-only queries, run on the reader pool.
 
 use super::rows::{self, API_KEY_COLUMNS, CHANNEL_ACCOUNT_COLUMNS, EVENT_COLUMNS, MESSAGE_COLUMNS};
-use crate::{ApiKey, ChannelAccount, FeedEvent, MessageFilter, MessageStats, Result, Workspace};
-use parley_domain::{Channel, ChannelAccountId, Message, MessageEvent, MessageId, MessageState, WorkspaceId};
+use crate::{ApiKey, ChannelAccount, FeedEvent, MessageFilter, MessageStats, MetricsSnapshot, Result, Workspace};
+use parley_domain::{Channel, ChannelAccountId, Message, MessageEvent, MessageId, MessageState, Millis, WorkspaceId};
 use rusqlite::{Connection, OptionalExtension, params, types::Value};
 
 pub fn get_workspace(c: &Connection, id: WorkspaceId) -> Result<Option<Workspace>> {
@@ -170,6 +170,32 @@ pub fn message_stats(c: &Connection, workspace: WorkspaceId) -> Result<MessageSt
     Ok(MessageStats { by_state, jobs_waiting })
 }
 
+/// Messages by (channel, state) across workspaces, and the claimable due jobs. The GROUP BY reads
+/// every row of `messages` (no index holds channel and status): a scan per scrape, fine at the
+/// sizes one SQLite file serves today; counters kept by the writers would make it constant-time.
+/// The jobs are a range of the `dispatch_jobs_due` index.
+pub fn metrics_snapshot(c: &Connection, now: Millis) -> Result<MetricsSnapshot> {
+    let mut st = c.prepare_cached("SELECT channel, status, COUNT(*) FROM messages GROUP BY channel, status")?;
+    let mut rows = st.query([])?;
+    let mut messages = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (channel, status): (String, String) = (row.get(0)?, row.get(1)?);
+        messages.push((
+            Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
+            MessageState::parse(&status).ok_or_else(|| rows::corrupt("status", &status))?,
+            row.get(2)?,
+        ));
+    }
+    messages.sort_by_key(|(channel, state, _)| (channel.as_str(), state.as_str()));
+    let (due_jobs, oldest_due_at): (i64, Option<i64>) = c
+        .prepare_cached(
+            "SELECT COUNT(*), MIN(due_at) FROM dispatch_jobs \
+             WHERE due_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)",
+        )?
+        .query_row([now.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(MetricsSnapshot { messages, due_jobs, oldest_due_at: oldest_due_at.map(Millis) })
+}
+
 pub fn delivery_latencies_ms(c: &Connection, workspace: WorkspaceId) -> Result<Vec<i64>> {
     let mut st = c.prepare_cached(
         "SELECT MIN(e.occurred_at) - m.created_at FROM message_events e JOIN messages m ON m.id = e.message_id \
@@ -194,4 +220,51 @@ pub fn awaiting_receipts(c: &Connection, after: Option<MessageId>, limit: u32) -
         out.push(rows::message(row)?);
     }
     Ok(out)
+}
+
+pub fn event_position(c: &Connection, workspace: WorkspaceId, id: parley_domain::EventId) -> Result<Option<i64>> {
+    Ok(c.prepare_cached("SELECT position FROM message_events WHERE id = ?1 AND workspace_id = ?2")?
+        .query_row([id.to_string(), workspace.to_string()], |r| r.get(0))
+        .optional()?)
+}
+
+/// The ids travel as one JSON array parameter (`json_each`), so that any number of them is one
+/// prepared statement and no statement runs into SQLite's limit on parameters.
+pub fn messages_with_events(c: &Connection, workspace: WorkspaceId, ids: &[MessageId]) -> Result<Vec<Message>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = |ids: &mut dyn Iterator<Item = MessageId>| {
+        serde_json::Value::Array(ids.map(|id| serde_json::Value::String(id.to_string())).collect()).to_string()
+    };
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN (SELECT value FROM json_each(?1)) AND workspace_id = ?2"
+    ))?;
+    let mut found = st.query(params![list(&mut ids.iter().copied()), workspace.to_string()])?;
+    let mut messages = std::collections::HashMap::new();
+    while let Some(row) = found.next()? {
+        let m = rows::message(row)?;
+        messages.insert(m.id, m);
+    }
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM message_events WHERE message_id IN (SELECT value FROM json_each(?1)) \
+         ORDER BY message_id, sequence"
+    ))?;
+    let mut found = st.query([list(&mut messages.keys().copied())])?;
+    while let Some(row) = found.next()? {
+        let event = rows::event(row)?;
+        if let Some(m) = messages.get_mut(&event.message_id) {
+            m.events.get_or_insert_with(Vec::new).push(event);
+        }
+    }
+    Ok(messages
+        .into_values()
+        .map(|mut m| {
+            m.events.get_or_insert_with(Vec::new);
+            m
+        })
+        .collect())
 }

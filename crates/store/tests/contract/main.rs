@@ -11,7 +11,9 @@
 //! here; a PostgreSQL-only test is `pub async fn name(db: TestDb)`. A test that is written but not
 //! listed is dead code, which the lints refuse.
 
+mod feed;
 mod messages;
+mod metrics;
 mod pg_only;
 mod queue;
 mod schema;
@@ -55,6 +57,11 @@ macro_rules! contract_tests {
 
 contract_tests! {
     both {
+        feed: [
+            event_positions_resolve_in_their_workspace_only,
+            messages_with_events_loads_the_workspaces_messages_with_their_timelines,
+            a_message_as_of_each_event_is_what_the_store_said_then,
+        ],
         messages: [
             create_get_and_list_with_filters_and_cursor,
             tenancy_records_round_trip,
@@ -77,6 +84,9 @@ contract_tests! {
         ],
         schema: [
             reopening_keeps_everything_and_migrates_once,
+        ],
+        metrics: [
+            metrics_snapshot_counts_messages_and_claimable_jobs,
         ],
     }
     postgres_only {
