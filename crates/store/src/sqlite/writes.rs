@@ -144,7 +144,7 @@ struct EventExtra {
 /// Record an event on `m` (in memory and in the events table) and move its state when the event
 /// is a state the message can advance to. A failure that is applied sets the message's error to
 /// the event's: the error that ended the message. `updated_at` never goes back. The caller saves
-/// `m` with [`save_progress`].
+/// `m` with [`write_progress`].
 fn append_event(
     c: &Connection,
     m: &mut Progress,
@@ -179,43 +179,31 @@ fn append_event(
     Ok(applied)
 }
 
-/// Write back the fields that events and dispatch change but the provider id, which only a `sent`
-/// outcome changes ([`save_progress_and_provider_id`]): SQLite rewrites the index entries of every
-/// column an UPDATE sets, changed or not.
-fn save_progress(c: &Connection, m: &Progress) -> Result<()> {
-    c.prepare_cached(
-        "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, \
-         error_code = ?6, error_detail = ?7, error_permanent = ?8 WHERE id = ?1",
-    )?
-    .execute(params![
+/// Write back the fields that events and dispatch change. The provider id is written only when
+/// `with_provider_id` (a `sent` outcome, the one change of it): SQLite rewrites the index entries
+/// of every column an UPDATE sets, changed or not.
+fn write_progress(c: &Connection, m: &Progress, with_provider_id: bool) -> Result<()> {
+    const WITHOUT: &str = "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, \
+                           error_code = ?6, error_detail = ?7, error_permanent = ?8 WHERE id = ?1";
+    const WITH: &str = "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, \
+                        error_code = ?6, error_detail = ?7, error_permanent = ?8, provider_message_id = ?9 \
+                        WHERE id = ?1";
+    let (id, status, code, detail, permanent) = (
         m.id.to_string(),
         m.status.as_str(),
-        m.sequence,
-        m.updated_at.0,
-        m.attempts,
-        m.error.as_ref().map(|e| e.code.as_str()),
-        m.error.as_ref().map(|e| e.detail.as_str()),
-        m.error.as_ref().map(|e| e.permanent)
-    ])?;
-    Ok(())
-}
-
-fn save_progress_and_provider_id(c: &Connection, m: &Progress) -> Result<()> {
-    c.prepare_cached(
-        "UPDATE messages SET status = ?2, sequence = ?3, updated_at = ?4, attempts = ?5, \
-         error_code = ?6, error_detail = ?7, error_permanent = ?8, provider_message_id = ?9 WHERE id = ?1",
-    )?
-    .execute(params![
-        m.id.to_string(),
-        m.status.as_str(),
-        m.sequence,
-        m.updated_at.0,
-        m.attempts,
         m.error.as_ref().map(|e| e.code.as_str()),
         m.error.as_ref().map(|e| e.detail.as_str()),
         m.error.as_ref().map(|e| e.permanent),
-        m.provider_message_id
-    ])?;
+    );
+    let mut values: Vec<&dyn rusqlite::ToSql> =
+        vec![&id, &status, &m.sequence, &m.updated_at.0, &m.attempts, &code, &detail, &permanent];
+    let sql = if with_provider_id {
+        values.push(&m.provider_message_id);
+        WITH
+    } else {
+        WITHOUT
+    };
+    c.prepare_cached(sql)?.execute(values.as_slice())?;
     Ok(())
 }
 
@@ -309,7 +297,7 @@ pub fn cancel_message(c: &Connection, workspace: WorkspaceId, id: MessageId, now
     }
     let mut progress = Progress::of(&m);
     append_event(c, &mut progress, EventKind::Canceled, now, now, EventExtra::default())?;
-    save_progress(c, &progress)?;
+    write_progress(c, &progress, false)?;
     delete_job(c, id)?;
     progress.apply_to(&mut m);
     Ok(CancelOutcome::Canceled(Box::new(m)))
@@ -352,7 +340,7 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
                 now,
                 EventExtra { error: Some(error), ..Default::default() },
             )?;
-            save_progress(c, &progress)?;
+            write_progress(c, &progress, false)?;
             delete_job(c, id)?;
             batch.expired.push(id);
             continue;
@@ -377,7 +365,7 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
         }
         progress.attempts = attempt;
         progress.updated_at = progress.updated_at.max(now);
-        save_progress(c, &progress)?;
+        write_progress(c, &progress, false)?;
         progress.apply_to(&mut m);
         batch.jobs.push(ClaimedJob { message: m, attempt, lease_until });
     }
@@ -462,9 +450,9 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
             }
         }
         if matches!(o.kind, OutcomeKind::Sent { .. }) {
-            save_progress_and_provider_id(c, &m)?;
+            write_progress(c, &m, true)?;
         } else {
-            save_progress(c, &m)?;
+            write_progress(c, &m, false)?;
         }
     }
     Ok(())
@@ -527,7 +515,7 @@ pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Res
         match find_by_provider_id(c, r)? {
             Some(mut m) => {
                 apply_receipt(c, &mut m, r, now)?;
-                save_progress(c, &m)?;
+                write_progress(c, &m, false)?;
             }
             None => {
                 c.prepare_cached(
