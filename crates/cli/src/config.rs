@@ -29,6 +29,8 @@ pub struct Config {
     pub dispatcher: DispatcherConfig,
     pub sandbox: SandboxSettings,
     pub metrics: MetricsSettings,
+    pub webhooks: WebhookConfig,
+    pub rate_limit: RateLimitConfig,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -67,6 +69,39 @@ pub struct MetricsSettings {
     pub enabled: bool,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Networks (CIDR, e.g. `10.20.0.0/16`, `127.0.0.1/32`) that webhook endpoints may reach
+    /// beyond the public internet. Empty by default: loopback, private, link-local and metadata
+    /// addresses are refused.
+    pub allow_networks: Vec<String>,
+    /// How long an endpoint has to answer one delivery (1 to 60 s).
+    pub timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained API requests per second per key (0: no limit). Counted per process.
+    pub per_key_per_second: u32,
+    /// Requests a key may make at once (1 to 1,000,000).
+    pub per_key_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let d = parley_server::ratelimit::RateLimitSettings::default();
+        RateLimitConfig { per_key_per_second: d.per_second, per_key_burst: d.burst }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { allow_networks: Vec::new(), timeout_seconds: 15 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -80,6 +115,8 @@ impl Default for Config {
             dispatcher: DispatcherConfig::default(),
             sandbox: SandboxSettings::default(),
             metrics: MetricsSettings::default(),
+            webhooks: WebhookConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -153,6 +190,13 @@ impl Config {
                 anyhow::bail!("invalid configuration: '{key}' must be {range}");
             }
         }
+        if !(1..=60).contains(&self.webhooks.timeout_seconds) {
+            anyhow::bail!("invalid configuration: 'webhooks.timeout_seconds' must be 1 to 60");
+        }
+        self.webhook_policy()?;
+        if !(1..=1_000_000).contains(&self.rate_limit.per_key_burst) {
+            anyhow::bail!("invalid configuration: 'rate_limit.per_key_burst' must be 1 to 1000000");
+        }
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite://"))
         {
@@ -173,11 +217,36 @@ impl Config {
     }
 
     pub fn server_options(&self) -> parley_server::ServerOptions {
-        parley_server::ServerOptions { metrics: self.metrics.enabled }
+        let r = &self.rate_limit;
+        parley_server::ServerOptions {
+            metrics: self.metrics.enabled,
+            rate_limit: (r.per_key_per_second > 0).then_some(parley_server::ratelimit::RateLimitSettings {
+                per_second: r.per_key_per_second,
+                burst: r.per_key_burst,
+            }),
+        }
+    }
+
+    /// The SSRF guard's allow-list, each entry checked.
+    fn webhook_policy(&self) -> anyhow::Result<parley_engine::webhooks::UrlPolicy> {
+        let mut allow = Vec::new();
+        for (i, entry) in self.webhooks.allow_networks.iter().enumerate() {
+            let cidr = entry.parse().map_err(|e| {
+                anyhow::anyhow!("invalid configuration: 'webhooks.allow_networks[{i}]' ('{entry}'): {e}")
+            })?;
+            allow.push(cidr);
+        }
+        Ok(parley_engine::webhooks::UrlPolicy::new(allow))
     }
 
     pub fn engine_config(&self) -> parley_engine::EngineConfig {
         let d = &self.dispatcher;
+        let webhooks = parley_engine::WebhookSettings {
+            // Checked by `validate` at load.
+            policy: self.webhook_policy().unwrap_or_default(),
+            timeout: std::time::Duration::from_secs(self.webhooks.timeout_seconds),
+            ..Default::default()
+        };
         parley_engine::EngineConfig {
             run_workers: self.workers,
             claim_batch: d.claim_batch,
@@ -186,6 +255,7 @@ impl Config {
             idle_poll_ms: d.idle_poll_ms,
             shutdown_grace_ms: d.shutdown_grace_seconds * 1000,
             sandbox_ledger: self.sandbox.ledger.then(|| self.data_dir.join("sandbox-submissions.log")),
+            webhooks,
             ..Default::default()
         }
     }
@@ -254,6 +324,45 @@ mod tests {
             jail.set_env("PARLEY_METRICS__ENABLED", "sometimes");
             let e = Config::load(None, Figment::new()).unwrap_err().to_string();
             assert!(e.contains("'metrics.enabled'"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn webhook_networks_are_checked_and_reach_the_engine() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            assert!(c.engine_config().webhooks.policy.allow.is_empty());
+            assert_eq!(c.engine_config().webhooks.timeout.as_secs(), 15);
+            jail.create_file("parley.toml", "[webhooks]\nallow_networks = [\"10.20.0.0/16\", \"::1/128\"]\n")?;
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            let policy = c.engine_config().webhooks.policy;
+            assert!(policy.allows("10.20.3.4".parse().unwrap()));
+            assert!(!policy.allows("10.21.0.1".parse().unwrap()));
+            assert!(policy.allows("::1".parse().unwrap()));
+            jail.create_file("parley.toml", "[webhooks]\nallow_networks = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n")?;
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("'webhooks.allow_networks[1]'"), "{e}");
+            jail.create_file("parley.toml", "[webhooks]\ntimeout_seconds = 0\n")?;
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("'webhooks.timeout_seconds'"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rate_limits_default_on_and_can_be_lifted() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None, Figment::new()).map_err(|e| e.to_string())?;
+            let limit = c.server_options().rate_limit.expect("on by default");
+            assert_eq!((limit.per_second, limit.burst), (1000, 2000));
+            jail.set_env("PARLEY_RATE_LIMIT__PER_KEY_PER_SECOND", "0");
+            assert!(
+                Config::load(None, Figment::new()).map_err(|e| e.to_string())?.server_options().rate_limit.is_none()
+            );
+            jail.set_env("PARLEY_RATE_LIMIT__PER_KEY_BURST", "0");
+            let e = Config::load(None, Figment::new()).unwrap_err().to_string();
+            assert!(e.contains("'rate_limit.per_key_burst'"), "{e}");
             Ok(())
         });
     }

@@ -27,6 +27,18 @@ macro_rules! typed_id {
                 Self(uuid::Uuid::now_v7())
             }
 
+            /// The smallest id that [`Self::new`] could make at `unix_millis`: every id made
+            /// earlier sorts before it (UUIDv7 starts with its time), which lets records whose
+            /// ids are times be purged by id.
+            pub fn floor_at(unix_millis: i64) -> Self {
+                let ms = u64::try_from(unix_millis).unwrap_or(0).min((1 << 48) - 1);
+                let mut bytes = [0u8; 16];
+                bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+                bytes[6] = 0x70;
+                bytes[8] = 0x80;
+                Self(uuid::Uuid::from_bytes(bytes))
+            }
+
             pub fn from_uuid(uuid: uuid::Uuid) -> Self {
                 Self(uuid)
             }
@@ -115,10 +127,28 @@ typed_id!(/// A channel account: one configured connection to a provider.
     ChannelAccountId, "cha_", "channel account");
 typed_id!(/// A contact (a customer of the workspace).
     ContactId, "ctc_", "contact");
+typed_id!(/// A webhook endpoint: a URL that receives the workspace's events.
+    WebhookEndpointId, "wh_", "webhook endpoint");
+typed_id!(/// One attempt to deliver one event to one webhook endpoint.
+    WebhookAttemptId, "wha_", "webhook attempt");
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floor_at_sorts_between_ids_made_before_and_after() {
+        let before = WebhookAttemptId::new();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let floor = WebhookAttemptId::floor_at(now);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let after = WebhookAttemptId::new();
+        assert!(before < floor && floor < after);
+        assert!(before.to_string() < floor.to_string() && floor.to_string() < after.to_string());
+        assert_eq!(WebhookAttemptId::parse(&floor.to_string()).unwrap(), floor);
+        assert_eq!(floor.uuid().get_version_num(), 7);
+    }
 
     #[test]
     fn ids_round_trip_and_sort_by_creation() {

@@ -7,6 +7,8 @@
 //! translates requests into calls here.
 
 mod accept;
+pub mod analytics;
+mod clock;
 mod dispatch;
 mod ingest;
 mod metrics;
@@ -19,10 +21,12 @@ pub mod webhooks;
 pub use accept::{
     AcceptOutcome, DEFAULT_VALIDITY_SECONDS, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec,
 };
+pub use clock::Clock;
 pub use dispatch::DispatchStats;
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics};
 pub use stream::{StreamEvent, StreamFilter, StreamSettings, StreamStart, Subscription};
 pub use tenancy::{NewApiKey, hash_api_key};
+pub use webhooks::WebhookSettings;
 
 use parley_channels::SubmissionLedger;
 use parley_store::{Store, StoreError};
@@ -40,6 +44,9 @@ pub enum EngineError {
     ChannelAccountNotFound(String),
     #[error("channel account {account} is for {actual}, not {requested}")]
     ChannelAccountMismatch { account: String, actual: &'static str, requested: &'static str },
+    /// A webhook endpoint's URL or event types are refused.
+    #[error(transparent)]
+    Webhook(#[from] webhooks::WebhookError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -66,6 +73,8 @@ pub struct EngineConfig {
     pub sandbox_ledger: Option<PathBuf>,
     /// The live event stream's pace and bounds.
     pub stream: StreamSettings,
+    /// How webhooks are delivered (and which addresses endpoints may reach).
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for EngineConfig {
@@ -80,6 +89,7 @@ impl Default for EngineConfig {
             shutdown_grace_ms: 10_000,
             sandbox_ledger: None,
             stream: StreamSettings::default(),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -157,6 +167,7 @@ impl Engine {
             tasks.push(tokio::spawn(dispatch::run(self.clone())));
             tasks.push(tokio::spawn(maintenance(self.clone())));
             tasks.push(tokio::spawn(resume_receipts(self.clone())));
+            tasks.push(tokio::spawn(webhooks::deliver::run(self.clone())));
         }
     }
 
@@ -195,15 +206,22 @@ impl Engine {
         self.inner.registry.ledger()
     }
 
+    /// Cancelled when the engine begins to shut down.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
     pub fn dispatch_stats(&self) -> DispatchStats {
         self.inner.dispatch_stats.snapshot()
     }
 }
 
-/// Periodic clean-up: idempotency keys are kept for 24 hours, then deleted.
+/// Periodic clean-up: idempotency keys are kept for 24 hours, webhook attempts for the
+/// configured retention (30 days by default), then deleted.
 async fn maintenance(engine: Engine) {
     let shutdown = engine.inner.shutdown.clone();
     loop {
+        purge_webhook_attempts(&engine, &shutdown).await;
         let cutoff = parley_domain::Millis::now().plus_millis(-parley_store::IDEMPOTENCY_TTL_MS);
         match engine.store().purge_idempotency(cutoff).await {
             Ok(0) => {}
@@ -214,6 +232,32 @@ async fn maintenance(engine: Engine) {
             _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Delete the webhook attempts older than the retention, a slice at a time.
+async fn purge_webhook_attempts(engine: &Engine, shutdown: &CancellationToken) {
+    const SLICE: u32 = 10_000;
+    let settings = &engine.config().webhooks;
+    let retention = i64::try_from(settings.attempt_retention.as_millis()).unwrap_or(i64::MAX);
+    let before = parley_domain::WebhookAttemptId::floor_at(settings.clock.now().0.saturating_sub(retention));
+    let mut purged = 0;
+    while !shutdown.is_cancelled() {
+        match engine.store().purge_webhook_attempts(before, SLICE).await {
+            Ok(n) => {
+                purged += n;
+                if n < u64::from(SLICE) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete old webhook attempts");
+                break;
+            }
+        }
+    }
+    if purged > 0 {
+        tracing::debug!(purged, "old webhook attempts deleted");
     }
 }
 

@@ -43,7 +43,12 @@ pub struct Metrics {
     events: Family<(Channel, EventKind), AtomicU64>,
     send_duration: Family<(Channel, &'static str), Histogram>,
     provider_errors: Family<(&'static str, String), AtomicU64>,
+    webhook_attempts: Family<(String, &'static str), AtomicU64>,
+    webhook_duration: Family<String, Histogram>,
 }
+
+/// Webhook endpoints told apart, at most; later ones count as `other`.
+const MAX_ENDPOINTS: usize = 1000;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -77,6 +82,16 @@ impl Default for Metrics {
                 "parley_provider_errors_total",
                 "Errors providers answered to send attempts, by provider and error code.",
                 &["provider", "code"],
+            ),
+            webhook_attempts: Family::new(
+                "parley_webhook_attempts_total",
+                "Webhook delivery attempts by endpoint and outcome (delivered, failed, gone).",
+                &["endpoint", "outcome"],
+            ),
+            webhook_duration: Family::new(
+                "parley_webhook_attempt_duration_seconds",
+                "Time a webhook endpoint took to answer an attempt, by endpoint.",
+                &["endpoint"],
             ),
         }
     }
@@ -116,6 +131,22 @@ impl Metrics {
         );
     }
 
+    /// One webhook delivery attempt to `endpoint` that ended with `outcome` after `elapsed`.
+    pub(crate) fn webhook_attempt(&self, endpoint: &str, outcome: &'static str, elapsed: Duration) {
+        self.webhook_attempts.with_capped(
+            (endpoint.to_string(), outcome),
+            || ("other".to_string(), outcome),
+            MAX_ENDPOINTS * 3,
+            |c| c.fetch_add(1, Ordering::Relaxed),
+        );
+        self.webhook_duration.with_capped(
+            endpoint.to_string(),
+            || "other".to_string(),
+            MAX_ENDPOINTS,
+            |h| h.observe(elapsed),
+        );
+    }
+
     /// Every family in the text format, with the store's gauges when `store` has them (they are
     /// left without samples when the store could not be read, so that they go stale rather than
     /// read as zero).
@@ -127,6 +158,8 @@ impl Metrics {
         self.events.render_counters(&mut out);
         self.send_duration.render_histograms(&mut out);
         self.provider_errors.render_counters(&mut out);
+        self.webhook_attempts.render_counters(&mut out);
+        self.webhook_duration.render_histograms(&mut out);
 
         header(
             &mut out,
@@ -181,7 +214,39 @@ impl Engine {
                 None
             }
         };
-        self.inner.metrics.render(snapshot.as_ref(), now)
+        let mut out = self.inner.metrics.render(snapshot.as_ref(), now);
+        let backlog = match tokio::time::timeout(STORE_READ_TIMEOUT, self.store().webhook_backlog()).await {
+            Ok(Ok(backlog)) => Some(backlog),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "metrics: cannot read the webhook backlog");
+                None
+            }
+            Err(_) => None,
+        };
+        render_webhook_backlog(&mut out, backlog.as_deref());
+        out
+    }
+}
+
+/// The webhook backlog gauges (no samples when the store could not be read).
+fn render_webhook_backlog(out: &mut String, backlog: Option<&[parley_store::WebhookBacklog]>) {
+    type Read = fn(&parley_store::WebhookBacklog) -> i64;
+    let gauges: [(&str, &str, Read); 2] = [
+        (
+            "parley_webhook_backlog_events",
+            "Events of the workspace not yet handled by the endpoint's deliverer, by endpoint.",
+            |b| b.unhandled_events,
+        ),
+        ("parley_webhook_pending_retries", "Webhook deliveries waiting for a retry, by endpoint.", |b| {
+            b.pending_retries
+        }),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, help, "gauge");
+        for b in backlog.unwrap_or_default() {
+            let enabled = if b.enabled { "true" } else { "false" };
+            sample(out, name, &[("endpoint", &b.endpoint_id.to_string()), ("enabled", enabled)], value(b));
+        }
     }
 }
 
@@ -224,6 +289,18 @@ impl LabelValues for (Channel, EventKind) {
 impl LabelValues for (Channel, &'static str) {
     fn label_values(&self) -> Vec<String> {
         vec![self.0.as_str().into(), self.1.into()]
+    }
+}
+
+impl LabelValues for String {
+    fn label_values(&self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl LabelValues for (String, &'static str) {
+    fn label_values(&self) -> Vec<String> {
+        vec![self.0.clone(), self.1.into()]
     }
 }
 

@@ -12,7 +12,7 @@
 //! than that buffer and slows no one.
 
 use crate::{EngineError, Result};
-use parley_domain::{Channel, EventEnvelope, EventKind, Message, MessageId, WorkspaceId};
+use parley_domain::{Channel, EventEnvelope, EventId, EventKind, Message, MessageId, WorkspaceId};
 use parley_store::{FeedEvent, Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -23,16 +23,29 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// One event of the stream: its envelope, built and serialised once for every subscriber.
+/// One event of the stream: its envelope, serialised once for every subscriber (and every
+/// webhook endpoint). Only the wire forms are kept, so that the events a hub retains for lagging
+/// subscribers cost their bytes and nothing more.
 #[derive(Debug)]
 pub struct StreamEvent {
     /// Its position in the store's feed (orders the stream; not shown to clients).
     pub position: i64,
+    pub id: EventId,
     pub channel: Channel,
     pub kind: EventKind,
-    pub envelope: EventEnvelope,
-    /// `envelope` as JSON, on one line.
-    pub json: String,
+    /// The whole Server-Sent Events message (`id:`, `event:`, `data:` and the blank line), ready
+    /// to be written to every subscriber's connection as it is.
+    pub sse: bytes::Bytes,
+    /// Where the envelope's JSON lies in `sse` (see [`StreamEvent::json`]).
+    json: std::ops::Range<usize>,
+}
+
+impl StreamEvent {
+    /// The envelope as JSON, on one line (the webhook body; the SSE message's `data:`).
+    pub fn json(&self) -> &str {
+        // `sse` was built from a `String` and `json` bounds the JSON within it.
+        std::str::from_utf8(&self.sse[self.json.clone()]).unwrap_or_default()
+    }
 }
 
 /// Which events a subscriber wants; `None` means all.
@@ -78,7 +91,9 @@ impl Default for StreamSettings {
         StreamSettings {
             poll: Duration::from_millis(100),
             page: 500,
-            broadcast_capacity: 1024,
+            // Lagging subscribers read the store again, each on its own: a ring that holds a
+            // few seconds of a busy workspace keeps that rare.
+            broadcast_capacity: 8192,
             buffer: 256,
             slow_client: Duration::from_secs(10),
         }
@@ -94,6 +109,11 @@ pub struct Subscription {
 impl Subscription {
     pub async fn next(&mut self) -> Option<Arc<StreamEvent>> {
         self.rx.recv().await
+    }
+
+    /// The next event if one is waiting already (to write several to a connection at once).
+    pub fn try_next(&mut self) -> Option<Arc<StreamEvent>> {
+        self.rx.try_recv().ok()
     }
 }
 
@@ -297,7 +317,7 @@ async fn read_page(
 }
 
 /// Build the envelopes of a page of the feed, loading its messages in one go.
-async fn envelopes(
+pub(crate) async fn envelopes(
     store: &dyn Store,
     workspace: WorkspaceId,
     page: Vec<FeedEvent>,
@@ -320,15 +340,31 @@ async fn envelopes(
         let envelope = EventEnvelope::for_message_event(message, &fe.event);
         let json = serde_json::to_string(&envelope)
             .map_err(|e| StoreError::Corrupt(format!("event {} cannot be serialised: {e}", fe.event.id)))?;
+        let (sse, json) = sse_message(&fe.event.id.to_string(), fe.event.kind.event_type(), &json);
         out.push(Arc::new(StreamEvent {
             position: fe.position,
+            id: fe.event.id,
             channel: fe.channel,
             kind: fe.event.kind,
-            envelope,
+            sse,
             json,
         }));
     }
     Ok(out)
+}
+
+/// One Server-Sent Events message, and where `data` lies in it. `data` is one line of JSON
+/// (serde_json escapes every line break inside strings), so it needs one `data:` field.
+fn sse_message(id: &str, event_type: &str, data: &str) -> (bytes::Bytes, std::ops::Range<usize>) {
+    let mut out = String::with_capacity(id.len() + event_type.len() + data.len() + 24);
+    for part in ["id: ", id, "\nevent: ", event_type, "\ndata: "] {
+        out.push_str(part);
+    }
+    let start = out.len();
+    out.push_str(data);
+    let range = start..out.len();
+    out.push_str("\n\n");
+    (bytes::Bytes::from(out), range)
 }
 
 /// Why a follower stops.
@@ -433,6 +469,12 @@ impl Follower {
         if !self.filter.matches(&event) {
             return Ok(());
         }
+        // Almost always there is room: hand it on without arming a timer.
+        let event = match self.tx.try_send(event) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(End::Stopped),
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
         tokio::select! {
             sent = self.tx.send_timeout(event, self.settings.slow_client) => match sent {
                 Ok(()) => Ok(()),

@@ -112,6 +112,39 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "The Last-Event-ID is not an event of this workspace. Resume with the id of an event the stream \
          sent, or connect without the header to start from now.",
     ),
+    (
+        "webhook_url_invalid",
+        422,
+        "Invalid webhook URL",
+        "The endpoint URL must be an absolute http(s) URL with a host, without user name or password, \
+         at most 2,048 characters.",
+    ),
+    (
+        "webhook_url_not_allowed",
+        422,
+        "Webhook URL not allowed",
+        "The endpoint URL is, or resolves to, a loopback, private, link-local or metadata address. Use a \
+         public address, or ask the operator to allow the range.",
+    ),
+    (
+        "webhook_url_unresolvable",
+        422,
+        "Webhook URL cannot be resolved",
+        "The endpoint's host name has no address. Check the name, or try again if its DNS is changing.",
+    ),
+    (
+        "unknown_event_type",
+        422,
+        "Unknown event type",
+        "An entry of event_types is neither a known event type, a family like `message.*`, nor `*`.",
+    ),
+    (
+        "rate_limited",
+        429,
+        "Rate limited",
+        "This API key sent more requests than its limit allows. Wait for the seconds in Retry-After; the \
+         RateLimit-* headers of every answer show how much is left.",
+    ),
     ("internal_error", 500, "Internal error", "A bug on our side. It was logged with the request id."),
     (
         "unavailable",
@@ -207,6 +240,12 @@ impl From<&parley_engine::EngineError> for ApiError {
             E::ChannelAccountNotFound(_) | E::ChannelAccountMismatch { .. } => {
                 let detail = e.to_string();
                 ApiError::new("channel_account_not_found", detail.clone()).with_param("channel_account_id", detail)
+            }
+            E::Webhook(parley_engine::webhooks::WebhookError::Url(refused)) => {
+                ApiError::new(refused.code(), refused.to_string()).with_param("url", refused.to_string())
+            }
+            E::Webhook(parley_engine::webhooks::WebhookError::EventType(unknown)) => {
+                ApiError::new("unknown_event_type", unknown.to_string()).with_param("event_types", unknown.to_string())
             }
             E::Store(parley_store::StoreError::Closed) => ApiError::new("unavailable", "the server is shutting down"),
             E::Store(s) => ApiError::internal(s),

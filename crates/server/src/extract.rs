@@ -185,10 +185,22 @@ impl FromRequestParts<AppState> for Auth {
         if !secret.starts_with("pk_") || secret.len() > 128 {
             return Err(ApiError::new("unauthorized", "the API key is not valid"));
         }
-        match state.engine.authenticate(secret).await? {
-            Some(key) => Ok(Auth { key }),
-            None => Err(ApiError::new("unauthorized", "the API key is not valid or has been revoked")),
+        let Some(key) = state.engine.authenticate(secret).await? else {
+            return Err(ApiError::new("unauthorized", "the API key is not valid or has been revoked"));
+        };
+        if let Some(limiter) = &state.rate_limiter {
+            let quota = limiter.take(key.id, std::time::Instant::now());
+            if let Some(slot) = parts.extensions.get::<crate::ratelimit::QuotaSlot>() {
+                let _ = slot.0.set(quota);
+            }
+            if let Some(wait) = quota.retry_after_seconds {
+                return Err(ApiError::new(
+                    "rate_limited",
+                    format!("this API key made more than {} requests in a burst; retry in {wait} s", quota.limit),
+                ));
+            }
         }
+        Ok(Auth { key })
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod extract;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 
 use axum::Router;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub openapi_json: bytes::Bytes,
     /// `GET /metrics` answers (else 404).
     pub metrics: bool,
+    /// Per-key request limits (`None`: unlimited).
+    pub rate_limiter: Option<std::sync::Arc<ratelimit::RateLimiter>>,
 }
 
 /// What the server offers beyond the API, as configured.
@@ -36,11 +39,13 @@ pub struct AppState {
 pub struct ServerOptions {
     /// Serve `GET /metrics` (Prometheus text, no key needed) and count HTTP requests for it.
     pub metrics: bool,
+    /// Requests per API key (`None`: unlimited).
+    pub rate_limit: Option<ratelimit::RateLimitSettings>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { metrics: true }
+        ServerOptions { metrics: true, rate_limit: Some(ratelimit::RateLimitSettings::default()) }
     }
 }
 
@@ -54,7 +59,8 @@ pub fn app_with(engine: Engine, options: &ServerOptions) -> Router {
     let (api, mut doc) = openapi::api_router().split_for_parts();
     openapi::finish(&mut doc);
     let openapi_json = bytes::Bytes::from(serde_json::to_vec_pretty(&doc).unwrap_or_default());
-    let state = AppState { engine: engine.clone(), openapi_json, metrics: options.metrics };
+    let rate_limiter = options.rate_limit.map(|settings| std::sync::Arc::new(ratelimit::RateLimiter::new(settings)));
+    let state = AppState { engine: engine.clone(), openapi_json, metrics: options.metrics, rate_limiter };
     let app = api
         .merge(routes::ops::router())
         .fallback(|| async { ApiError::new("not_found", "no such route") })
@@ -67,6 +73,7 @@ pub fn app_with(engine: Engine, options: &ServerOptions) -> Router {
             tracing::error!("a request handler panicked");
             ApiError::new("internal_error", "An internal error occurred; it has been logged.").into_response()
         }))
+        .layer(middleware::from_fn(ratelimit::headers))
         .layer(middleware::from_fn(request_id))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

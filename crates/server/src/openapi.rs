@@ -19,8 +19,10 @@ use utoipa_axum::router::OpenApiRouter;
     components(schemas(crate::error::Problem, crate::error::InvalidParam)),
     tags(
         (name = "messages", description = "Send messages and follow their state"),
+        (name = "analytics", description = "Delivery, read and reply figures of messages"),
         (name = "api_keys", description = "API keys of the workspace (admin)"),
         (name = "channel_accounts", description = "Connections to providers"),
+        (name = "webhooks", description = "Endpoints that receive the workspace's events, signed per Standard Webhooks (admin)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
 )]
@@ -38,7 +40,7 @@ impl Modify for BearerAuth {
     }
 }
 
-/// What every secured operation can answer whatever its own documentation says (401), and the
+/// What every secured operation can answer whatever its own documentation says (401, 429), and the
 /// list of every error code on the `Problem` schema, so that the document names them all.
 struct CommonResponses;
 
@@ -52,12 +54,23 @@ impl Modify for CommonResponses {
                 ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
             )
             .build();
+        let rate_limited = ResponseBuilder::new()
+            .description(
+                "The key's request limit is spent (code `rate_limited`); wait for `Retry-After` seconds. Every \
+                 authenticated answer carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.",
+            )
+            .content(
+                crate::error::PROBLEM_JSON,
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build();
         for item in openapi.paths.paths.values_mut() {
             for op in
                 [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
             {
                 if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                     op.responses.responses.entry("401".into()).or_insert_with(|| RefOr::T(unauthorized.clone()));
+                    op.responses.responses.entry("429".into()).or_insert_with(|| RefOr::T(rate_limited.clone()));
                 }
             }
         }
@@ -75,9 +88,11 @@ impl Modify for CommonResponses {
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::messages::router())
+        .merge(routes::analytics::router())
         .merge(routes::message_events::router())
         .merge(routes::stream::router())
         .merge(routes::api_keys::router())
+        .merge(routes::webhooks::router())
         .merge(routes::channel_accounts::router())
         .merge(routes::ops::documented_router())
 }

@@ -17,7 +17,9 @@ pub mod sqlite;
 pub use model::*;
 
 use async_trait::async_trait;
-use parley_domain::{ApiKeyId, ChannelAccountId, EventId, Message, MessageId, Millis, WorkspaceId};
+use parley_domain::{
+    ApiKeyId, ChannelAccountId, EventId, Message, MessageId, Millis, WebhookAttemptId, WebhookEndpointId, WorkspaceId,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -167,4 +169,104 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete idempotency records older than `older_than`. Returns how many went.
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64>;
+
+    /// For analytics: one row per outbound message of the workspace with
+    /// `from <= created_at < to`, ordered by `created_at`, then id (see [`AnalyticsRow`]). One
+    /// query: the first `delivered` time and the reply check (an index probe of
+    /// `messages_inbound_from`) are subqueries of it. Only the workspace's messages are read,
+    /// and a reply counts only when it is the workspace's too.
+    async fn outbound_analytics(&self, workspace: WorkspaceId, from: Millis, to: Millis) -> Result<Vec<AnalyticsRow>>;
+
+    // ---- webhooks ----------------------------------------------------------------------------
+
+    /// Store a new endpoint (not leased). A second endpoint with the same id is a `Conflict`.
+    async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<()>;
+
+    /// The workspace's endpoint `id`; `None` when the workspace has no such endpoint.
+    async fn get_webhook_endpoint(
+        &self,
+        workspace: WorkspaceId,
+        id: WebhookEndpointId,
+    ) -> Result<Option<WebhookEndpoint>>;
+
+    /// The workspace's endpoints, newest first (by id), those with an id before `before`, at
+    /// most `limit`.
+    async fn list_webhook_endpoints(
+        &self,
+        workspace: WorkspaceId,
+        before: Option<WebhookEndpointId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookEndpoint>>;
+
+    /// Write every field of the workspace's endpoint `endpoint.id` except `id`, `workspace_id`
+    /// and `created_at`; the cursor only moves forward (`MAX(cursor, endpoint.cursor)`). The lease
+    /// is left as it is. `false` when the workspace has no such endpoint.
+    async fn update_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<bool>;
+
+    /// Delete the workspace's endpoint with its deliveries and attempts; `false` when none.
+    async fn delete_webhook_endpoint(&self, workspace: WorkspaceId, id: WebhookEndpointId) -> Result<bool>;
+
+    /// Take or renew, for `owner` until `now + lease_ms`, the lease of every enabled endpoint
+    /// (of every workspace) that has no lease, whose lease ran out (`lease_until <= now`), or
+    /// that `owner` holds already; return every enabled endpoint `owner` holds afterwards, by id.
+    /// Several processes may call this at once on PostgreSQL; an endpoint is never held by two of
+    /// them while its lease holds.
+    async fn lease_webhook_endpoints(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Vec<WebhookEndpoint>>;
+
+    /// Give back every endpoint lease `owner` holds (at shutdown); how many.
+    async fn release_webhook_leases(&self, owner: &str) -> Result<u64>;
+
+    /// Apply one pass of a deliverer in one transaction, if `owner` still holds the endpoint's
+    /// lease (its lease owner is `owner`, run out or not); else, or when there is no such
+    /// endpoint, nothing is written and the answer is `false`. See [`WebhookProgress`]: the
+    /// cursor moves forward only, `failing_since` is replaced, attempts are added (one already
+    /// stored, by id, is kept), retries are upserted, finished deliveries deleted, and `disable`
+    /// disables the endpoint, clears its lease and stores its event.
+    async fn record_webhook_progress(
+        &self,
+        endpoint: WebhookEndpointId,
+        owner: &str,
+        progress: WebhookProgress,
+    ) -> Result<bool>;
+
+    /// The endpoint's deliveries due at `now` (`next_attempt_at <= now`), soonest first, at most
+    /// `limit`.
+    async fn due_webhook_deliveries(
+        &self,
+        endpoint: WebhookEndpointId,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>>;
+
+    /// Keep these deliveries, each replacing one of the same endpoint and event (redelivery). A
+    /// delivery whose endpoint is not (any more) in its workspace is dropped.
+    async fn schedule_webhook_deliveries(&self, deliveries: Vec<WebhookDelivery>) -> Result<()>;
+
+    /// The attempts of the workspace's endpoint, newest first (by id), those before `before`,
+    /// at most `limit`.
+    async fn list_webhook_attempts(
+        &self,
+        workspace: WorkspaceId,
+        endpoint: WebhookEndpointId,
+        before: Option<WebhookAttemptId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookAttempt>>;
+
+    /// For `/metrics`: every endpoint's backlog (enabled or not), by endpoint id. Read at every
+    /// scrape: one index range per endpoint.
+    async fn webhook_backlog(&self) -> Result<Vec<WebhookBacklog>>;
+
+    /// The workspace's message events among `ids`, with their feed positions and channels (as
+    /// [`Store::events_after`] gives them), in feed order; ids that are not the workspace's are
+    /// left out.
+    async fn feed_events_by_id(&self, workspace: WorkspaceId, ids: &[EventId]) -> Result<Vec<FeedEvent>>;
+
+    /// Delete up to `limit` attempts whose id sorts before `before` (attempt ids grow with time,
+    /// so `WebhookAttemptId::floor_at(t)` selects the attempts made before `t`). Returns how many
+    /// went; the caller repeats while that is `limit`, keeping each transaction short.
+    async fn purge_webhook_attempts(&self, before: WebhookAttemptId, limit: u32) -> Result<u64>;
+
+    /// The workspace's events about itself (not about one message), newest first (by
+    /// `created_at`, then id), at most `limit`.
+    async fn list_workspace_events(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<WorkspaceEvent>>;
 }

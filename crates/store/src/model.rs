@@ -1,8 +1,8 @@
 //! The records the store keeps and the requests it takes, beside the domain's [`Message`].
 
 use parley_domain::{
-    ApiKeyId, Channel, ChannelAccountId, ErrorInfo, Message, MessageEvent, MessageId, MessageState, Millis, Scopes,
-    WorkspaceId,
+    ApiKeyId, Channel, ChannelAccountId, ErrorInfo, EventId, Message, MessageEvent, MessageId, MessageState, Millis,
+    Scopes, WebhookAttemptId, WebhookEndpointId, WorkspaceId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,4 +209,160 @@ pub struct MetricsSnapshot {
     pub due_jobs: i64,
     /// When the oldest of those jobs became due (`None` when there is none).
     pub oldest_due_at: Option<Millis>,
+}
+
+/// How long after an outbound message was created an inbound message from its recipient, on the
+/// same channel account, counts as a reply to it (see [`AnalyticsRow::replied`]).
+pub const REPLY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// One outbound message of an analytics window, narrowed to what the figures need (see
+/// [`crate::Store::outbound_analytics`]). The figures themselves are computed from these rows
+/// outside the store, so that they are the same on every backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnalyticsRow {
+    pub id: MessageId,
+    pub channel: Channel,
+    pub channel_account_id: ChannelAccountId,
+    /// The template's name when the content is a template; `None` for any other content.
+    pub template: Option<String>,
+    /// The message's state now.
+    pub status: MessageState,
+    /// The code of the message's error: the one that ended it, or the latest transient one.
+    pub error_code: Option<String>,
+    pub created_at: Millis,
+    /// `occurred_at` of the message's earliest `delivered` event (applied or not); `None` when it
+    /// has none.
+    pub first_delivered_at: Option<Millis>,
+    /// Whether an inbound message of the same workspace and channel account, whose `from` is this
+    /// message's `to`, was created in `[created_at, created_at + REPLY_WINDOW_MS)`.
+    pub replied: bool,
+}
+
+// ---- webhooks ------------------------------------------------------------------------------------
+
+/// Where a workspace's events are POSTed, signed per Standard Webhooks.
+///
+/// Delivery follows the store's event feed: `cursor` is the feed position up to which this
+/// endpoint's deliverer has handled every event (delivered it, or kept a [`WebhookDelivery`] to
+/// retry it). The feed itself is the durable outbox: an event is committed with the message change
+/// it describes, and stays until every endpoint's cursor has passed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookEndpoint {
+    pub id: WebhookEndpointId,
+    pub workspace_id: WorkspaceId,
+    pub url: String,
+    pub description: Option<String>,
+    /// Event types it wants: exact (`message.delivered`) or wildcards (`message.*`, `*`). Empty
+    /// means every type.
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    /// The signing secret (`whsec_…`).
+    pub secret: String,
+    /// The secret before the last rotation, still used to sign (beside the new one) until
+    /// `previous_secret_expires_at`.
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<Millis>,
+    /// Feed position up to which every event was handled for this endpoint.
+    pub cursor: i64,
+    /// When the current run of failed attempts began (`None` after a success).
+    pub failing_since: Option<Millis>,
+    /// Why Parley disabled it (`gone`: it answered 410; `failing`: it failed for 5 days);
+    /// `None` when enabled or disabled by a person.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<Millis>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// An event owed to an endpoint that is not in its feed order any more: an attempt failed and
+/// the next is due at `next_attempt_at`, or someone asked to deliver the event again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    pub endpoint_id: WebhookEndpointId,
+    pub workspace_id: WorkspaceId,
+    pub event_id: EventId,
+    /// The event's feed position (to load it again).
+    pub position: i64,
+    /// Attempts made so far for this delivery.
+    pub attempts: i32,
+    pub next_attempt_at: Millis,
+    /// When this delivery was first attempted (its retry schedule runs from here).
+    pub first_attempt_at: Millis,
+    /// Asked for by a person (`POST /v1/webhook-events/{id}/redeliver`), not a scheduled retry.
+    pub manual: bool,
+}
+
+/// What one attempt to deliver an event gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    pub id: WebhookAttemptId,
+    pub workspace_id: WorkspaceId,
+    pub endpoint_id: WebhookEndpointId,
+    pub event_id: EventId,
+    pub event_type: String,
+    /// 1 for the first attempt of a delivery, +1 for each retry.
+    pub attempt: i32,
+    pub manual: bool,
+    /// The HTTP status answered; `None` when there was no answer (timeout, refused, refused by
+    /// the address guard).
+    pub status_code: Option<u16>,
+    pub succeeded: bool,
+    /// Why there was no answer, or what was wrong with it.
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    /// The start of the response body (bounded, UTF-8 lossily).
+    pub response_excerpt: Option<String>,
+    pub attempted_at: Millis,
+    /// When the next attempt is due (`None`: no more attempts).
+    pub next_attempt_at: Option<Millis>,
+}
+
+/// What one pass of an endpoint's deliverer learned, committed at once
+/// (see [`crate::Store::record_webhook_progress`]).
+#[derive(Clone, Debug, Default)]
+pub struct WebhookProgress {
+    /// Move the endpoint's cursor forward to this position (never backwards).
+    pub cursor: Option<i64>,
+    pub attempts: Vec<WebhookAttempt>,
+    /// Deliveries to keep (inserted, or replacing the one of the same endpoint and event).
+    pub retries: Vec<WebhookDelivery>,
+    /// Deliveries finished (succeeded, or given up): deleted.
+    pub finished: Vec<EventId>,
+    /// The endpoint's new `failing_since`, written as it is (`None` clears it).
+    pub failing_since: Option<Millis>,
+    /// Disable the endpoint (and record the event that says so).
+    pub disable: Option<EndpointDisabled>,
+}
+
+/// Backlog of one endpoint, for `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookBacklog {
+    pub endpoint_id: WebhookEndpointId,
+    pub enabled: bool,
+    /// Events of its workspace after its cursor (not yet handled).
+    pub unhandled_events: i64,
+    /// Deliveries waiting for a retry.
+    pub pending_retries: i64,
+}
+
+/// An event about the workspace rather than one message (`endpoint.disabled`), kept with the
+/// change it describes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkspaceEvent {
+    pub id: EventId,
+    pub workspace_id: WorkspaceId,
+    /// `resource.past_tense_verb`, e.g. `endpoint.disabled`.
+    pub event_type: String,
+    /// The resource at that moment (JSON object).
+    pub data: serde_json::Value,
+    pub created_at: Millis,
+}
+
+/// Parley disabling an endpoint, with the event that says so.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointDisabled {
+    /// `gone` (it answered 410) or `failing` (it failed for 5 days).
+    pub reason: String,
+    pub at: Millis,
+    pub event: WorkspaceEvent,
 }

@@ -7,6 +7,8 @@
 //! `PARLEY_TEST_POSTGRES_URL` the PostgreSQL half is skipped with a note, unless `CI=true`, where
 //! it fails: CI must never pass by skipping.
 
+pub mod receiver;
+
 use parley_domain::WorkspaceId;
 use parley_engine::{Engine, EngineConfig};
 use std::sync::Arc;
@@ -80,6 +82,16 @@ async fn connect(url: &str) -> sqlx::PgConnection {
 }
 
 /// A running Parley: real HTTP server on a loopback port, real engine, real database.
+/// Engine settings for webhook tests: the receivers' address (127.0.0.2, see [`receiver`]) is
+/// allowed by the SSRF guard, and endpoints are picked up and polled quickly.
+pub fn webhook_test_config(config: &mut EngineConfig) {
+    let cidr = receiver::RECEIVER_CIDR.parse().expect("CIDR");
+    config.webhooks.policy = parley_engine::webhooks::UrlPolicy::new(vec![cidr]);
+    config.webhooks.refresh = Duration::from_millis(100);
+    config.webhooks.poll = Duration::from_millis(20);
+    config.webhooks.timeout = Duration::from_secs(5);
+}
+
 pub struct TestApp {
     pub base_url: String,
     pub admin_key: String,

@@ -75,7 +75,7 @@ async fn metrics_count_sends_deliveries_failures_and_requests(backend: Backend) 
 }
 
 async fn metrics_can_be_switched_off(backend: Backend) {
-    let options = parley_server::ServerOptions { metrics: false };
+    let options = parley_server::ServerOptions { metrics: false, ..Default::default() };
     let Some(app) = TestApp::start_with_server(backend, options).await else { return };
     send(&app, &text_to("sms", "+12025550150", "hello")).await;
     let off = Answer::read(app.http.get(app.url("/metrics")).send().await.expect("GET")).await;

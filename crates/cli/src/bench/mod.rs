@@ -9,10 +9,14 @@
 //!
 //! Scenarios: `throughput` (closed loop, as fast as possible, 20 s), `latency` (open loop at
 //! 2,000 messages/s for 20 s), `sustained` (open loop at 5,000/s for 60 s: does delivery keep
-//! up?), `all` (the three in turn, each on a fresh server). `--rate` and `--duration` override a
-//! scenario's figures.
+//! up?), `insight` (the sustained load with one webhook receiver and 100 live-stream subscribers:
+//! does every event reach every one of them, and what does that cost the send path?), `all`
+//! (throughput, latency and sustained in turn, each on a fresh server). `--rate` and `--duration`
+//! override a scenario's figures; `--webhook-receivers` and `--sse-subscribers` attach listeners to
+//! any scenario.
 
 mod cpu;
+mod insight;
 mod load;
 mod report;
 mod stats;
@@ -36,6 +40,11 @@ pub(crate) mod targets {
     pub const P99_ACCEPT_MS: f64 = 25.0;
     pub const P99_AT_RATE: u64 = 2_000;
     pub const PEAK_RSS_MIB: f64 = 200.0;
+    /// With webhooks and live-stream subscribers: the webhook backlog is gone this long after
+    /// the sending stops …
+    pub const WEBHOOK_DRAIN_SECONDS: f64 = 10.0;
+    /// … and the send path keeps at least this share of its throughput without them.
+    pub const SEND_PATH_KEPT: f64 = 0.8;
 }
 
 /// The message every request sends.
@@ -52,15 +61,18 @@ pub enum Scenario {
     Latency,
     /// Open loop at 5,000 messages/s for 60 s: does delivery keep up with acceptance?
     Sustained,
-    /// The three above in turn, each on a fresh server.
+    /// Open loop at 5,000 messages/s for 60 s with 1 webhook receiver and 100 SSE subscribers:
+    /// does every event reach every one of them? (Compare the send path with `sustained`.)
+    Insight,
+    /// Throughput, latency and sustained in turn, each on a fresh server.
     All,
 }
 
 /// Measure a server: accepted and delivered messages per second, latencies, memory.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// A preset: throughput, latency, sustained or all (default: throughput, or a custom run
-    /// when --rate is given).
+    /// A preset: throughput, latency, sustained, insight or all (default: throughput, or a custom
+    /// run when --rate is given).
     #[arg(long, value_enum)]
     scenario: Option<Scenario>,
     /// Keep-alive HTTP/1.1 connections sending at once.
@@ -92,6 +104,14 @@ pub struct BenchArgs {
     /// With --url: the server's process id, for its peak memory and CPU figures.
     #[arg(long, requires = "url")]
     server_pid: Option<u32>,
+    /// Local webhook receivers (on 127.0.0.2), each registered as an endpoint, that must get
+    /// every event (default 0, or the scenario's: insight 1). Needs an admin key with --url.
+    #[arg(long)]
+    webhook_receivers: Option<usize>,
+    /// Connections following GET /v1/stream during the run, each of which must get every event
+    /// (default 0, or the scenario's: insight 100).
+    #[arg(long)]
+    sse_subscribers: Option<usize>,
     /// Do not fail the run when some requests were refused or failed.
     #[arg(long)]
     allow_errors: bool,
@@ -108,6 +128,9 @@ struct Plan {
     duration: Duration,
     /// Count delivered messages this often during the load (a timeline).
     sample_every: Option<Duration>,
+    /// Webhook receivers and SSE subscribers attached during the run.
+    webhook_receivers: usize,
+    sse_subscribers: usize,
 }
 
 impl BenchArgs {
@@ -117,14 +140,18 @@ impl BenchArgs {
             rate,
             duration: Duration::from_secs(seconds),
             sample_every: sample.map(Duration::from_secs),
+            webhook_receivers: 0,
+            sse_subscribers: 0,
         };
         let throughput = preset("throughput", 0, 20, None);
         let latency = preset("latency", targets::P99_AT_RATE, 20, None);
         let sustained = preset("sustained", 5_000, 60, Some(10));
+        let insight = Plan { webhook_receivers: 1, sse_subscribers: 100, ..preset("insight", 5_000, 60, Some(10)) };
         let mut plans = match self.scenario {
             Some(Scenario::Throughput) => vec![throughput],
             Some(Scenario::Latency) => vec![latency],
             Some(Scenario::Sustained) => vec![sustained],
+            Some(Scenario::Insight) => vec![insight],
             Some(Scenario::All) => vec![throughput, latency, sustained],
             None if self.rate.is_some_and(|r| r > 0) => vec![preset("custom", 0, 20, None)],
             None => vec![throughput],
@@ -140,7 +167,15 @@ impl BenchArgs {
                 );
                 plan.duration = Duration::from_secs_f64(seconds);
             }
+            if let Some(n) = self.webhook_receivers {
+                plan.webhook_receivers = n;
+            }
+            if let Some(n) = self.sse_subscribers {
+                plan.sse_subscribers = n;
+            }
         }
+        anyhow::ensure!(self.webhook_receivers.is_none_or(|n| n <= 100), "--webhook-receivers must be at most 100");
+        anyhow::ensure!(self.sse_subscribers.is_none_or(|n| n <= 10_000), "--sse-subscribers must be at most 10000");
         anyhow::ensure!(self.connections > 0 && self.connections <= 10_000, "--connections must be 1 to 10000");
         anyhow::ensure!(self.rate.is_none_or(|r| r <= 1_000_000), "--rate must be at most 1000000");
         Ok(plans)
@@ -277,6 +312,31 @@ fn spawn_sampler(
 async fn measure(target: &Target, plan: &Plan, args: &BenchArgs) -> anyhow::Result<ScenarioReport> {
     let body = Bytes::from_static(BODY.as_bytes());
     let baseline = preflight(target, body.clone()).await?;
+    // After the preflight: its events are not counted. Every stream is open before the load.
+    let insight = if plan.webhook_receivers + plan.sse_subscribers > 0 {
+        let attached = insight::Insight::start(&target.endpoint, plan.webhook_receivers, plan.sse_subscribers)
+            .await
+            .context("cannot attach the webhook receivers and SSE subscribers")?;
+        Some(attached)
+    } else {
+        None
+    };
+    let outcome = load_and_count(target, plan, args, body, baseline, insight.as_ref()).await;
+    if let Some(attached) = insight {
+        attached.finish(&target.endpoint).await;
+    }
+    outcome
+}
+
+/// The load, then the deliveries and the events of the accepted messages.
+async fn load_and_count(
+    target: &Target,
+    plan: &Plan,
+    args: &BenchArgs,
+    body: Bytes,
+    baseline: Option<MessageStats>,
+    insight: Option<&insight::Insight>,
+) -> anyhow::Result<ScenarioReport> {
     let counting = match (&target.store, target.workspace, &baseline) {
         (Some(store), Some(ws), Some(base)) => Some((store.clone(), ws, base.clone())),
         _ => None,
@@ -343,6 +403,14 @@ async fn measure(target: &Target, plan: &Plan, args: &BenchArgs) -> anyhow::Resu
         }
         None => None,
     };
+    let insight = match insight {
+        Some(attached) => {
+            // A server at --url may send other events, or other events per message.
+            let expected = target.spawned.then(|| outcome.accepted * insight::EVENTS_PER_MESSAGE);
+            Some(attached.wait(expected, outcome.finished, insight::WAIT_TIMEOUT).await)
+        }
+        None => None,
+    };
     let (log_lines, log_tail) = target.log.snapshot();
     Ok(ScenarioReport::new(
         plan,
@@ -355,6 +423,7 @@ async fn measure(target: &Target, plan: &Plan, args: &BenchArgs) -> anyhow::Resu
         stats::Summary::from_micros(outcome.latencies_us),
         (plan.rate > 0).then(|| stats::Summary::from_micros(outcome.service_us)),
         delivery,
+        insight,
         target.peak_rss_kib().map(|kib| kib as f64 / 1024.0),
         cpu_use,
         target.spawned.then_some(log_lines),
@@ -390,6 +459,23 @@ mod tests {
         let names: Vec<_> = p.iter().map(|p| p.name).collect();
         assert_eq!(names, ["throughput", "latency", "sustained"]);
         assert!(p.iter().all(|p| p.duration == Duration::from_millis(2500)));
+        let p = plans(&["--scenario", "insight"]).unwrap();
+        assert_eq!((p.len(), p[0].name, p[0].rate, p[0].duration.as_secs()), (1, "insight", 5000, 60));
+        assert_eq!((p[0].webhook_receivers, p[0].sse_subscribers), (1, 100));
+        assert_eq!(p[0].sample_every, Some(Duration::from_secs(10)));
+        let p =
+            plans(&["--scenario", "insight", "--duration", "10", "--rate", "1000", "--sse-subscribers", "3"]).unwrap();
+        assert_eq!(
+            (p[0].rate, p[0].duration.as_secs(), p[0].webhook_receivers, p[0].sse_subscribers),
+            (1000, 10, 1, 3)
+        );
+        // The other presets have no listeners unless asked; `all` stays the three scenarios.
+        let p = plans(&["--scenario", "all"]).unwrap();
+        assert!(p.iter().all(|p| p.webhook_receivers == 0 && p.sse_subscribers == 0));
+        let p = plans(&["--scenario", "sustained", "--webhook-receivers", "2"]).unwrap();
+        assert_eq!((p[0].name, p[0].webhook_receivers, p[0].sse_subscribers), ("sustained", 2, 0));
+        assert!(plans(&["--webhook-receivers", "101"]).is_err());
+        assert!(plans(&["--sse-subscribers", "10001"]).is_err());
         let p = plans(&["--rate", "300"]).unwrap();
         assert_eq!((p[0].name, p[0].rate), ("custom", 300));
         assert!(plans(&["--duration", "0"]).is_err());

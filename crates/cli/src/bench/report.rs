@@ -1,6 +1,7 @@
 //! The figures of a run, as a table for people or as JSON (`--json`).
 
 use super::cpu::{CpuUse, round1};
+use super::insight::InsightReport;
 use super::load::LoadOutcome;
 use super::stats::{Summary, thousands};
 use super::target::{StopReport, Target};
@@ -158,6 +159,8 @@ pub struct ScenarioReport {
     /// Open loop: request → 2xx answer from the actual send.
     pub accept_service_latency: Option<Summary>,
     pub delivery: Option<Delivery>,
+    /// With webhook receivers or SSE subscribers: what they got.
+    pub insight: Option<InsightReport>,
     /// Peak resident memory of the server process (VmHWM), MiB.
     pub peak_rss_mib: Option<f64>,
     /// CPU use while the load ran.
@@ -184,13 +187,14 @@ impl ScenarioReport {
         accept_latency: Summary,
         accept_service_latency: Option<Summary>,
         delivery: Option<Delivery>,
+        insight: Option<InsightReport>,
         peak_rss_mib: Option<f64>,
         cpu: CpuUse,
         server_log_lines: Option<u64>,
         server_log_tail: Vec<String>,
     ) -> ScenarioReport {
         let open = plan.rate > 0;
-        let kept_up = (open && plan.name == "sustained").then(|| {
+        let kept_up = (open && (plan.name == "sustained" || plan.name == "insight")).then(|| {
             let rate = plan.rate as f64;
             requests.not_sent == 0
                 && accepted_per_s >= KEPT_UP * rate
@@ -211,6 +215,7 @@ impl ScenarioReport {
             accept_latency,
             accept_service_latency,
             delivery,
+            insight,
             peak_rss_mib: peak_rss_mib.map(round1),
             cpu,
             kept_up,
@@ -262,6 +267,9 @@ impl ScenarioReport {
                 &|v| long_enough && v >= enough,
             ));
         }
+        if let Some(i) = &self.insight {
+            out.extend(insight_checks(i, plan, self.accepted_per_s, self.delivery.as_ref()));
+        }
         out.push(check("peak RSS MiB", format!("<= {}", targets::PEAK_RSS_MIB), self.peak_rss_mib, &|v| {
             v <= targets::PEAK_RSS_MIB
         }));
@@ -288,8 +296,138 @@ impl ScenarioReport {
                 self.scenario, d.delivered, self.requests.accepted
             ));
         }
+        if let Some(i) = &self.insight
+            && i.all_received == Some(false)
+        {
+            let expected = i.events_expected.unwrap_or(0);
+            let receivers: Vec<String> = i.webhook_receivers.iter().map(|r| thousands(r.events)).collect();
+            out.push(format!(
+                "{}: not every event reached every listener within {} s: expected {} each; webhook receivers got {}; \
+                 {} of {} SSE subscribers complete (fewest {})",
+                self.scenario,
+                i.waited_seconds,
+                thousands(expected),
+                if receivers.is_empty() { "–".into() } else { receivers.join(", ") },
+                i.sse.complete,
+                i.sse.subscribers,
+                thousands(i.sse.min_events)
+            ));
+        }
         out
     }
+}
+
+/// The targets with webhooks and live streams: every event everywhere, the webhook backlog gone
+/// within 10 s, and the send path (which the issue compares with a run without listeners).
+fn insight_checks(
+    i: &InsightReport,
+    plan: &Plan,
+    accepted_per_s: f64,
+    delivery: Option<&Delivery>,
+) -> Vec<TargetCheck> {
+    let mut out = Vec::new();
+    if let Some(expected) = i.events_expected {
+        let fewest = i
+            .webhook_receivers
+            .iter()
+            .map(|r| r.events)
+            .chain((i.sse.subscribers > 0).then_some(i.sse.min_events))
+            .min();
+        out.push(TargetCheck {
+            figure: "events at every listener".into(),
+            target: format!(
+                "all {} at each of {} receivers and {} subscribers (fewest received)",
+                thousands(expected),
+                i.webhook_receivers.len(),
+                i.sse.subscribers
+            ),
+            measured: fewest.map(|n| n as f64),
+            met: i.all_received,
+        });
+    }
+    if !i.webhook_receivers.is_empty() {
+        let complete = i.webhook_receivers.iter().all(|r| r.complete != Some(false));
+        out.push(TargetCheck {
+            figure: "webhook backlog drained s".into(),
+            target: format!("all delivered <= {} s after the sending stops", targets::WEBHOOK_DRAIN_SECONDS),
+            measured: i.webhook_drain_seconds,
+            met: Some(complete && i.webhook_drain_seconds.is_some_and(|s| s <= targets::WEBHOOK_DRAIN_SECONDS)),
+        });
+    }
+    if plan.rate > 0 {
+        // Without listeners the send path keeps up with the offered rate (the sustained target),
+        // so 80 % of the rate is what a drop of at most 20 % leaves.
+        let floor = plan.rate as f64 * targets::SEND_PATH_KEPT;
+        let measured = delivery.map_or(accepted_per_s, |d| accepted_per_s.min(d.delivered_during_load_per_s));
+        out.push(TargetCheck {
+            figure: "send path msg/s (accepted, delivered)".into(),
+            target: format!(
+                ">= {} (at most {:.0} % below the rate; compare with a sustained run)",
+                thousands(floor.round() as u64),
+                (1.0 - targets::SEND_PATH_KEPT) * 100.0
+            ),
+            measured: Some(measured),
+            met: Some(measured >= floor),
+        });
+    }
+    out
+}
+
+/// The table rows of the webhook receivers and SSE subscribers.
+fn insight_rows(i: &InsightReport, row: &mut dyn FnMut(&str, String)) {
+    let secs = |s: Option<f64>| s.map_or("–".to_string(), |s| format!("{s:.2} s"));
+    row(
+        "events expected",
+        match i.events_expected {
+            Some(n) => format!("{} (5 per accepted message)", thousands(n)),
+            None => "unknown (server at --url): waited until 5 s without a new event".into(),
+        },
+    );
+    row("listeners attached in", format!("{:.2} s (before the load)", i.setup_seconds));
+    for (n, r) in i.webhook_receivers.iter().enumerate() {
+        let mut line = format!(
+            "{} distinct events, {} requests ({} duplicates",
+            thousands(r.events),
+            thousands(r.requests),
+            thousands(r.duplicates)
+        );
+        if r.without_id > 0 {
+            let _ = write!(line, ", {} without webhook-id", thousands(r.without_id));
+        }
+        let _ = write!(line, "); last new event {} after the load", secs(r.last_event_after_load_s));
+        if r.complete == Some(false) {
+            line.push_str(" — INCOMPLETE");
+        }
+        row(&format!("webhook receiver {}", n + 1), line);
+    }
+    if i.sse.subscribers > 0 {
+        let s = &i.sse;
+        let complete = if i.events_expected.is_some() {
+            format!("{} of {} complete", s.complete, s.subscribers)
+        } else {
+            format!("{}", s.subscribers)
+        };
+        row(
+            "SSE subscribers",
+            format!(
+                "{complete}; events per subscriber min {} max {} ({} in all); {} ended early",
+                thousands(s.min_events),
+                thousands(s.max_events),
+                thousands(s.total_events),
+                s.ended_early
+            ),
+        );
+        row("SSE slowest last event", format!("{} after the load", secs(s.slowest_last_event_after_load_s)));
+        if let Some(why) = &s.first_end {
+            row("SSE first stream ended", why.clone());
+        }
+    }
+    let wait = if i.timed_out {
+        format!("{:.1} s, then gave up: NOT EVERY EVENT CAME", i.waited_seconds)
+    } else {
+        format!("{:.1} s after the deliveries", i.waited_seconds)
+    };
+    row("waited for the events", wait);
 }
 
 /// The line printed (on stderr) as a scenario starts.
@@ -300,8 +438,13 @@ pub fn announce(plan: &Plan, target: &Target, connections: usize) -> String {
         "closed loop, as fast as possible".to_string()
     };
     let server = if target.spawned { "a fresh server" } else { "the server at --url" };
+    let listeners = if plan.webhook_receivers + plan.sse_subscribers > 0 {
+        format!(", {} webhook receivers, {} SSE subscribers", plan.webhook_receivers, plan.sse_subscribers)
+    } else {
+        String::new()
+    };
     format!(
-        "parley bench: {} on {server} ({}), {shape}, {connections} connections, {} s …",
+        "parley bench: {} on {server} ({}), {shape}, {connections} connections{listeners}, {} s …",
         plan.name,
         target.backend,
         plan.duration.as_secs_f64()
@@ -405,6 +548,9 @@ pub fn table(r: &ScenarioReport) -> String {
             }
         }
         None => row("delivered", "not counted (needs --database-url and --workspace with --url)".into()),
+    }
+    if let Some(i) = &r.insight {
+        insight_rows(i, &mut row);
     }
     if let Some(kept) = r.kept_up {
         row("kept up", if kept { "yes".into() } else { "NO".into() });

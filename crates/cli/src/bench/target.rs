@@ -125,7 +125,8 @@ fn new_secret() -> String {
 }
 
 /// A workspace whose sandbox accounts answer at once and deliver at once (no read receipts),
-/// with rate limits far above what the bench pushes, and a `messages:write` key. Returns the key.
+/// with rate limits far above what the bench pushes, and a key with `admin` (to register the
+/// bench's webhook endpoints), `messages:write` and `messages:read`. Returns the key.
 async fn prepare_workspace(store: &dyn Store) -> anyhow::Result<(WorkspaceId, String)> {
     let now = Millis::now();
     let workspace = Workspace { id: WorkspaceId::new(), name: "parley bench".into(), created_at: now };
@@ -155,7 +156,7 @@ async fn prepare_workspace(store: &dyn Store) -> anyhow::Result<(WorkspaceId, St
             name: "parley bench".into(),
             prefix: secret[..11].to_string(),
             hash: parley_engine::hash_api_key(&secret),
-            scopes: Scopes::new(vec![Scope::MessagesWrite, Scope::MessagesRead]),
+            scopes: Scopes::new(vec![Scope::Admin, Scope::MessagesWrite, Scope::MessagesRead]),
             created_at: now,
             revoked_at: None,
         })
@@ -281,6 +282,11 @@ impl Target {
         }
         // The temporary directory as working directory: no ./parley.toml is picked up.
         command.env("RUST_LOG", "warn").current_dir(&data_dir);
+        // The bench drives one key far past the default per-key limit; the limiter still runs.
+        command.env("PARLEY_RATE_LIMIT__PER_KEY_PER_SECOND", "1000000");
+        command.env("PARLEY_RATE_LIMIT__PER_KEY_BURST", "1000000");
+        // The bench's webhook receivers listen on 127.0.0.2, which the server refuses unless told.
+        command.env("PARLEY_WEBHOOKS__ALLOW_NETWORKS", super::insight::ALLOW_NETWORKS);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = command.spawn().context("cannot start `parley serve`")?;
         self.pid = child.id();

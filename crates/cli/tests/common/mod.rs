@@ -186,7 +186,10 @@ impl Server {
         clean_env(&mut cmd);
         cmd.env("PARLEY_DISPATCHER__LEASE_SECONDS", LEASE_SECONDS.to_string())
             .env("PARLEY_DISPATCHER__IDLE_POLL_MS", "50")
-            .env("PARLEY_DISPATCHER__SHUTDOWN_GRACE_SECONDS", GRACE_SECONDS.to_string());
+            .env("PARLEY_DISPATCHER__SHUTDOWN_GRACE_SECONDS", GRACE_SECONDS.to_string())
+            // These tests push thousands of sends through one key as fast as they can; the
+            // per-key API limit has tests of its own.
+            .env("PARLEY_RATE_LIMIT__PER_KEY_PER_SECOND", "0");
         for (k, v) in env {
             cmd.env(k, v);
         }

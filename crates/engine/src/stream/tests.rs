@@ -124,7 +124,7 @@ async fn take(sub: &mut Subscription, n: usize) -> Vec<Arc<StreamEvent>> {
 /// Nothing more arrives for a while.
 async fn quiet(sub: &mut Subscription) {
     if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
-        panic!("unexpected event at {}: {}", event.position, event.json);
+        panic!("unexpected event at {}: {}", event.position, event.json());
     }
 }
 
@@ -160,13 +160,15 @@ async fn a_subscriber_gets_the_backlog_then_live_events_once_in_order() {
     assert_eq!([positions(&backlog), positions(&live)].concat(), everything);
     assert_eq!(positions(&new), everything[20..]);
     for event in backlog.iter().chain(&live) {
-        let envelope = serde_json::from_str::<serde_json::Value>(&event.json).expect("JSON");
+        let envelope = serde_json::from_str::<serde_json::Value>(event.json()).expect("JSON");
         assert_eq!(envelope["type"], event.kind.event_type());
         assert_eq!(envelope["workspace_id"], w.ws.to_string());
         let status = if event.kind == EventKind::Accepted { "accepted" } else { "queued" };
         assert_eq!(envelope["data"]["message"]["status"], status, "{envelope}");
-        assert_eq!(envelope["data"]["sequence"], event.envelope.data.sequence);
-        assert_eq!(envelope["data"]["message"]["sequence"], event.envelope.data.sequence);
+        assert_eq!(envelope["id"], event.id.to_string());
+        assert_eq!(envelope["data"]["sequence"], envelope["data"]["message"]["sequence"]);
+        let sse = std::str::from_utf8(&event.sse).expect("UTF-8");
+        assert_eq!(sse, format!("id: {}\nevent: {}\ndata: {}\n\n", event.id, event.kind.event_type(), event.json()));
     }
     // Both subscribers got the same envelopes, built once.
     assert!(live.iter().zip(&new).all(|(a, b)| Arc::ptr_eq(a, b)));
@@ -214,7 +216,8 @@ async fn filters_pass_only_the_wanted_kinds_and_channels() {
     let got = take(&mut sub, 2).await;
     quiet(&mut sub).await;
     assert!(got.iter().all(|e| e.kind == EventKind::Queued && e.channel == Channel::Whatsapp));
-    assert!(got.iter().all(|e| e.envelope.data.message.channel == Channel::Whatsapp));
+    assert!(got.iter().all(|e| serde_json::from_str::<serde_json::Value>(e.json()).unwrap()["data"]["message"]["channel"]
+        == "whatsapp"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ impl UrlPolicy {
     }
 
     /// The class of a non-public address that the allow-list does not open.
-    fn refusal(&self, ip: IpAddr) -> Option<AddressClass> {
+    pub fn refusal(&self, ip: IpAddr) -> Option<AddressClass> {
         let class = classify(ip)?;
         // An IPv4-mapped IPv6 address reaches the same host as its IPv4 form.
         let canonical = ip.to_canonical();

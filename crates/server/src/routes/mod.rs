@@ -1,11 +1,13 @@
 //! The `/v1` routes, one module per resource, and what lists share.
 
+pub mod analytics;
 pub mod api_keys;
 pub mod channel_accounts;
 pub mod message_events;
 pub mod messages;
 pub mod ops;
 pub mod stream;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use base64::Engine as _;

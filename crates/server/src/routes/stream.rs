@@ -10,12 +10,12 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{Auth, Invalid, Query};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt as _;
+use bytes::{Bytes, BytesMut};
 use parley_domain::{Channel, EventEnvelope, EventId, EventKind, Scope};
-use parley_engine::{StreamFilter, StreamStart};
+use parley_engine::{StreamFilter, StreamStart, Subscription};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -25,6 +25,9 @@ use utoipa_axum::routes;
 
 /// A comment line this often keeps proxies and clients from taking a quiet stream for a dead one.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Events written to a connection in one piece, at most, when several are waiting.
+const BATCH_EVENTS: usize = 128;
+const BATCH_BYTES: usize = 256 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stream))
@@ -80,12 +83,39 @@ async fn stream(
         },
     };
     let subscription = state.engine.subscribe(auth.workspace(), start, filter).await?;
-    let events = subscription.map(|e| {
-        Ok::<_, Infallible>(Event::default().id(e.envelope.id.to_string()).event(e.kind.event_type()).data(&e.json))
+    let body = futures::stream::unfold(subscription, |mut subscription| async move {
+        let chunk = next_chunk(&mut subscription).await?;
+        Some((Ok::<_, Infallible>(chunk), subscription))
     });
-    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
-    // Proxies that buffer responses (nginx) would hold events back.
-    Ok(([(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"))], sse).into_response())
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        // Proxies that buffer responses (nginx) would hold events back.
+        (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
+    ];
+    Ok((headers, Body::from_stream(body)).into_response())
+}
+
+/// What to write next: the events waiting, in one piece (each is its SSE message, rendered once
+/// for every subscriber), or a keep-alive comment after a quiet spell; `None` when the stream
+/// ends. Writing what has piled up at once keeps a busy stream to a few writes per second
+/// instead of one per event.
+async fn next_chunk(subscription: &mut Subscription) -> Option<Bytes> {
+    let first = match tokio::time::timeout(KEEP_ALIVE, subscription.next()).await {
+        Err(_) => return Some(Bytes::from_static(b":\n\n")),
+        Ok(event) => event?,
+    };
+    let Some(second) = subscription.try_next() else { return Some(first.sse.clone()) };
+    let mut chunk = BytesMut::with_capacity(first.sse.len() * 8);
+    chunk.extend_from_slice(&first.sse);
+    chunk.extend_from_slice(&second.sse);
+    let mut events = 2;
+    while events < BATCH_EVENTS && chunk.len() < BATCH_BYTES {
+        let Some(event) = subscription.try_next() else { break };
+        chunk.extend_from_slice(&event.sse);
+        events += 1;
+    }
+    Some(chunk.freeze())
 }
 
 /// The filters of the query; every unknown type and channel is named in one answer.

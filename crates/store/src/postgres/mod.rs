@@ -18,13 +18,17 @@ mod queue;
 mod read;
 mod rows;
 mod timeline;
+mod webhooks;
 
 use crate::{
     ApiKey, CancelOutcome, ChannelAccount, ClaimBatch, CreateMessages, CreateOutcome, DispatchOutcome, FeedEvent,
-    InboundMessage, MessageFilter, MessageStats, Receipt, Result, Store, StoreError, Workspace,
+    InboundMessage, MessageFilter, MessageStats, Receipt, Result, Store, StoreError, WebhookAttempt, WebhookBacklog,
+    WebhookDelivery, WebhookEndpoint, WebhookProgress, Workspace, WorkspaceEvent,
 };
 use async_trait::async_trait;
-use parley_domain::{ApiKeyId, ChannelAccountId, Message, MessageId, Millis, WorkspaceId};
+use parley_domain::{
+    ApiKeyId, ChannelAccountId, EventId, Message, MessageId, Millis, WebhookAttemptId, WebhookEndpointId, WorkspaceId,
+};
 use sqlx::Executor;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -50,6 +54,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_messages_by_status.sql")),
     (3, include_str!("../../migrations/postgres/0003_awaiting_receipt_index.sql")),
+    (4, include_str!("../../migrations/postgres/0004_webhooks.sql")),
+    (5, include_str!("../../migrations/postgres/0005_analytics_index.sql")),
 ];
 
 /// A [`Store`] on PostgreSQL.
@@ -293,8 +299,105 @@ impl Store for PgStore {
         read::metrics_snapshot(&self.pool, now).await
     }
 
+    async fn purge_webhook_attempts(&self, before: WebhookAttemptId, limit: u32) -> Result<u64> {
+        let sql = "DELETE FROM webhook_attempts WHERE id IN \
+                   (SELECT id FROM webhook_attempts WHERE id < $1 ORDER BY id LIMIT $2)";
+        let done = sqlx::query(sql).bind(before.to_string()).bind(i64::from(limit)).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {
         read::purge_idempotency(&self.pool, older_than).await
+    }
+
+    async fn outbound_analytics(
+        &self,
+        workspace: WorkspaceId,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<crate::AnalyticsRow>> {
+        read::outbound_analytics(&self.pool, workspace, from, to).await
+    }
+
+    async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<()> {
+        webhooks::create_endpoint(&self.pool, endpoint).await
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        workspace: WorkspaceId,
+        id: WebhookEndpointId,
+    ) -> Result<Option<WebhookEndpoint>> {
+        webhooks::get_endpoint(&self.pool, workspace, id).await
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        workspace: WorkspaceId,
+        before: Option<WebhookEndpointId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookEndpoint>> {
+        webhooks::list_endpoints(&self.pool, workspace, before, limit).await
+    }
+
+    async fn update_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<bool> {
+        webhooks::update_endpoint(&self.pool, endpoint).await
+    }
+
+    async fn delete_webhook_endpoint(&self, workspace: WorkspaceId, id: WebhookEndpointId) -> Result<bool> {
+        webhooks::delete_endpoint(&self.pool, workspace, id).await
+    }
+
+    async fn lease_webhook_endpoints(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Vec<WebhookEndpoint>> {
+        webhooks::lease_endpoints(&self.pool, owner, now, lease_ms).await
+    }
+
+    async fn release_webhook_leases(&self, owner: &str) -> Result<u64> {
+        webhooks::release_leases(&self.pool, owner).await
+    }
+
+    async fn record_webhook_progress(
+        &self,
+        endpoint: WebhookEndpointId,
+        owner: &str,
+        progress: WebhookProgress,
+    ) -> Result<bool> {
+        webhooks::record_progress(&self.pool, endpoint, owner, progress).await
+    }
+
+    async fn due_webhook_deliveries(
+        &self,
+        endpoint: WebhookEndpointId,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        webhooks::due_deliveries(&self.pool, endpoint, now, limit).await
+    }
+
+    async fn schedule_webhook_deliveries(&self, deliveries: Vec<WebhookDelivery>) -> Result<()> {
+        webhooks::schedule_deliveries(&self.pool, deliveries).await
+    }
+
+    async fn list_webhook_attempts(
+        &self,
+        workspace: WorkspaceId,
+        endpoint: WebhookEndpointId,
+        before: Option<WebhookAttemptId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookAttempt>> {
+        webhooks::list_attempts(&self.pool, workspace, endpoint, before, limit).await
+    }
+
+    async fn webhook_backlog(&self) -> Result<Vec<WebhookBacklog>> {
+        webhooks::backlog(&self.pool).await
+    }
+
+    async fn feed_events_by_id(&self, workspace: WorkspaceId, ids: &[EventId]) -> Result<Vec<FeedEvent>> {
+        webhooks::feed_events_by_id(&self.pool, workspace, ids).await
+    }
+
+    async fn list_workspace_events(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<WorkspaceEvent>> {
+        webhooks::list_workspace_events(&self.pool, workspace, limit).await
     }
 }
 

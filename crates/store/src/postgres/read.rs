@@ -387,3 +387,51 @@ pub(super) async fn messages_with_events(
         })
         .collect())
 }
+
+/// See [`crate::Store::outbound_analytics`]. The window is a range of `messages_outbound_created`;
+/// the first `delivered` time is a probe of `message_events`' (message_id, sequence) key and the
+/// reply check one of `messages_inbound_from`.
+pub(super) async fn outbound_analytics(
+    pool: &PgPool,
+    workspace: WorkspaceId,
+    from: Millis,
+    to: Millis,
+) -> Result<Vec<crate::AnalyticsRow>> {
+    let rows = sqlx::query(
+        "SELECT m.id, m.channel, m.channel_account_id, \
+         CASE WHEN m.content::json ->> 'type' = 'template' THEN m.content::json ->> 'name' END AS template, \
+         m.status, m.error_code, m.created_at, \
+         (SELECT min(e.occurred_at) FROM message_events AS e WHERE e.message_id = m.id AND e.kind = 'delivered') \
+           AS first_delivered_at, \
+         EXISTS (SELECT 1 FROM messages AS i WHERE i.direction = 'inbound' \
+                 AND i.channel_account_id = m.channel_account_id AND i.from_address = m.to_address \
+                 AND i.created_at >= m.created_at AND i.created_at < m.created_at + $4 \
+                 AND i.workspace_id = m.workspace_id) AS replied \
+         FROM messages AS m \
+         WHERE m.workspace_id = $1 AND m.direction = 'outbound' AND m.created_at >= $2 AND m.created_at < $3 \
+         ORDER BY m.created_at, m.id",
+    )
+    .bind(workspace.to_string())
+    .bind(from.0)
+    .bind(to.0)
+    .bind(crate::REPLY_WINDOW_MS)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let account: String = row.try_get("channel_account_id")?;
+            Ok(crate::AnalyticsRow {
+                id: rows::parse_message_id(&row.try_get::<String, _>("id")?)?,
+                channel: rows::channel(&row.try_get::<String, _>("channel")?)?,
+                channel_account_id: ChannelAccountId::parse(&account)
+                    .map_err(|_| rows::corrupt("channel account id", &account))?,
+                template: row.try_get("template")?,
+                status: rows::state(&row.try_get::<String, _>("status")?)?,
+                error_code: row.try_get("error_code")?,
+                created_at: Millis(row.try_get("created_at")?),
+                first_delivered_at: row.try_get::<Option<i64>, _>("first_delivered_at")?.map(Millis),
+                replied: row.try_get("replied")?,
+            })
+        })
+        .collect()
+}

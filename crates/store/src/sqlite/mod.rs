@@ -10,14 +10,19 @@
 
 mod reads;
 mod rows;
+mod webhooks;
 mod writes;
 
 use crate::{
     ApiKey, CancelOutcome, ChannelAccount, ClaimBatch, CreateMessages, CreateOutcome, DispatchOutcome, FeedEvent,
-    MessageFilter, MessageStats, Result, Store, StoreError, Workspace,
+    MessageFilter, MessageStats, Result, Store, StoreError, WebhookAttempt, WebhookBacklog, WebhookDelivery,
+    WebhookEndpoint, WebhookProgress, Workspace, WorkspaceEvent,
 };
 use async_trait::async_trait;
-use parley_domain::{ApiKeyId, ChannelAccountId, InboundMessage, Message, MessageId, Millis, Receipt, WorkspaceId};
+use parley_domain::{
+    ApiKeyId, ChannelAccountId, EventId, InboundMessage, Message, MessageId, Millis, Receipt, WebhookAttemptId,
+    WebhookEndpointId, WorkspaceId,
+};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,6 +31,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_messages_by_status.sql")),
     (3, include_str!("../../migrations/sqlite/0003_awaiting_receipt_index.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_webhooks.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_analytics_index.sql")),
 ];
 
 /// Writes applied in one transaction, at most.
@@ -393,10 +400,122 @@ impl Store for SqliteStore {
         self.read(move |c| reads::metrics_snapshot(c, now)).await
     }
 
+    async fn purge_webhook_attempts(&self, before: WebhookAttemptId, limit: u32) -> Result<u64> {
+        let before = before.to_string();
+        self.write(move |c| {
+            let sql = "DELETE FROM webhook_attempts WHERE id IN \
+                       (SELECT id FROM webhook_attempts WHERE id < ?1 ORDER BY id LIMIT ?2)";
+            Ok(c.prepare_cached(sql)?.execute(rusqlite::params![before, limit])? as u64)
+        })
+        .await
+    }
+
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {
         self.write(move |c| {
             Ok(c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([older_than.0])? as u64)
         })
         .await
+    }
+
+    async fn outbound_analytics(
+        &self,
+        workspace: WorkspaceId,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<crate::AnalyticsRow>> {
+        self.read(move |c| reads::outbound_analytics(c, workspace, from, to)).await
+    }
+
+    async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<()> {
+        let e = endpoint.clone();
+        self.write(move |c| webhooks::create_endpoint(c, &e)).await
+    }
+
+    async fn get_webhook_endpoint(
+        &self,
+        workspace: WorkspaceId,
+        id: WebhookEndpointId,
+    ) -> Result<Option<WebhookEndpoint>> {
+        self.read(move |c| webhooks::get_endpoint(c, workspace, id)).await
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        workspace: WorkspaceId,
+        before: Option<WebhookEndpointId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookEndpoint>> {
+        self.read(move |c| webhooks::list_endpoints(c, workspace, before, limit)).await
+    }
+
+    async fn update_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<bool> {
+        let e = endpoint.clone();
+        self.write(move |c| webhooks::update_endpoint(c, &e)).await
+    }
+
+    async fn delete_webhook_endpoint(&self, workspace: WorkspaceId, id: WebhookEndpointId) -> Result<bool> {
+        self.write(move |c| webhooks::delete_endpoint(c, workspace, id)).await
+    }
+
+    async fn lease_webhook_endpoints(&self, owner: &str, now: Millis, lease_ms: i64) -> Result<Vec<WebhookEndpoint>> {
+        let owner = owner.to_string();
+        self.write(move |c| webhooks::lease_endpoints(c, &owner, now, lease_ms)).await
+    }
+
+    async fn release_webhook_leases(&self, owner: &str) -> Result<u64> {
+        let owner = owner.to_string();
+        self.write(move |c| webhooks::release_leases(c, &owner)).await
+    }
+
+    async fn record_webhook_progress(
+        &self,
+        endpoint: WebhookEndpointId,
+        owner: &str,
+        progress: WebhookProgress,
+    ) -> Result<bool> {
+        let owner = owner.to_string();
+        self.write(move |c| webhooks::record_progress(c, endpoint, &owner, &progress)).await
+    }
+
+    async fn due_webhook_deliveries(
+        &self,
+        endpoint: WebhookEndpointId,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>> {
+        self.read(move |c| webhooks::due_deliveries(c, endpoint, now, limit)).await
+    }
+
+    async fn schedule_webhook_deliveries(&self, deliveries: Vec<WebhookDelivery>) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| webhooks::schedule_deliveries(c, &deliveries)).await
+    }
+
+    async fn list_webhook_attempts(
+        &self,
+        workspace: WorkspaceId,
+        endpoint: WebhookEndpointId,
+        before: Option<WebhookAttemptId>,
+        limit: u32,
+    ) -> Result<Vec<WebhookAttempt>> {
+        self.read(move |c| webhooks::list_attempts(c, workspace, endpoint, before, limit)).await
+    }
+
+    async fn webhook_backlog(&self) -> Result<Vec<WebhookBacklog>> {
+        self.read(webhooks::backlog).await
+    }
+
+    async fn feed_events_by_id(&self, workspace: WorkspaceId, ids: &[EventId]) -> Result<Vec<FeedEvent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.read(move |c| webhooks::feed_events_by_id(c, workspace, &ids)).await
+    }
+
+    async fn list_workspace_events(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<WorkspaceEvent>> {
+        self.read(move |c| webhooks::list_workspace_events(c, workspace, limit)).await
     }
 }

@@ -268,3 +268,46 @@ pub fn messages_with_events(c: &Connection, workspace: WorkspaceId, ids: &[Messa
         })
         .collect())
 }
+
+/// See [`crate::Store::outbound_analytics`]. The window is a range of `messages_outbound_created`;
+/// the first `delivered` time is a probe of `message_events`' (message_id, sequence) key and the
+/// reply check one of `messages_inbound_from`.
+pub fn outbound_analytics(
+    c: &Connection,
+    workspace: WorkspaceId,
+    from: Millis,
+    to: Millis,
+) -> Result<Vec<crate::AnalyticsRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT m.id, m.channel, m.channel_account_id, \
+         CASE WHEN json_extract(m.content, '$.type') = 'template' THEN json_extract(m.content, '$.name') END, \
+         m.status, m.error_code, m.created_at, \
+         (SELECT MIN(e.occurred_at) FROM message_events e WHERE e.message_id = m.id AND e.kind = 'delivered'), \
+         EXISTS (SELECT 1 FROM messages i WHERE i.direction = 'inbound' \
+                 AND i.channel_account_id = m.channel_account_id AND i.from_address = m.to_address \
+                 AND i.created_at >= m.created_at AND i.created_at < m.created_at + ?4 \
+                 AND i.workspace_id = m.workspace_id) \
+         FROM messages m \
+         WHERE m.workspace_id = ?1 AND m.direction = 'outbound' AND m.created_at >= ?2 AND m.created_at < ?3 \
+         ORDER BY m.created_at, m.id",
+    )?;
+    let mut rows = st.query(params![workspace.to_string(), from.0, to.0, crate::REPLY_WINDOW_MS])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (id, channel, account, status): (String, String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(4)?);
+        out.push(crate::AnalyticsRow {
+            id: MessageId::parse(&id).map_err(|_| rows::corrupt("message id", &id))?,
+            channel: Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
+            channel_account_id: ChannelAccountId::parse(&account)
+                .map_err(|_| rows::corrupt("channel account id", &account))?,
+            template: row.get(3)?,
+            status: MessageState::parse(&status).ok_or_else(|| rows::corrupt("status", &status))?,
+            error_code: row.get(5)?,
+            created_at: Millis(row.get(6)?),
+            first_delivered_at: row.get::<_, Option<i64>>(7)?.map(Millis),
+            replied: row.get(8)?,
+        });
+    }
+    Ok(out)
+}

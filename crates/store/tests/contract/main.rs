@@ -11,6 +11,7 @@
 //! here; a PostgreSQL-only test is `pub async fn name(db: TestDb)`. A test that is written but not
 //! listed is dead code, which the lints refuse.
 
+mod analytics;
 mod feed;
 mod messages;
 mod metrics;
@@ -18,6 +19,7 @@ mod pg_only;
 mod queue;
 mod schema;
 mod support;
+mod webhooks;
 
 /// One `#[tokio::test]` per backend for every contract test, named `<backend>::<module>::<test>`.
 macro_rules! contract_tests {
@@ -57,6 +59,9 @@ macro_rules! contract_tests {
 
 contract_tests! {
     both {
+        analytics: [
+            rows_of_the_window_with_first_delivery_and_replies,
+        ],
         feed: [
             event_positions_resolve_in_their_workspace_only,
             messages_with_events_loads_the_workspaces_messages_with_their_timelines,
@@ -87,6 +92,19 @@ contract_tests! {
         ],
         metrics: [
             metrics_snapshot_counts_messages_and_claimable_jobs,
+        ],
+        webhooks: [
+            endpoints_crud_and_workspace_isolation,
+            leases_are_exclusive_until_they_run_out,
+            concurrent_leases_never_share_an_endpoint,
+            progress_is_refused_to_anyone_but_the_lease_owner,
+            progress_records_attempts_retries_finished_cursor_and_failing_since,
+            disabling_records_the_workspace_event_and_clears_the_lease,
+            due_deliveries_are_ordered_and_limited_and_scheduling_replaces,
+            attempts_are_listed_newest_first_with_a_cursor,
+            old_attempts_are_purged_by_id_a_slice_at_a_time,
+            backlog_counts_unhandled_events_and_retries,
+            feed_events_by_id_gives_the_workspaces_events_in_feed_order,
         ],
     }
     postgres_only {

@@ -33,7 +33,15 @@ pub async fn the_schema_matches_the_sqlite_one(db: TestDb) {
     let postgres: Vec<String> = rows.into_iter().map(|(t, c)| format!("{t}.{c}")).collect();
 
     let sqlite = rusqlite::Connection::open_in_memory().unwrap();
-    sqlite.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql")).unwrap();
+    // Every SQLite migration, in order (as the SQLite store applies them).
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        sqlite.execute_batch(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    }
     let mut tables: Vec<String> = sqlite
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
         .unwrap()
