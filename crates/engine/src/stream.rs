@@ -153,7 +153,14 @@ pub(crate) struct Streams {
     settings: StreamSettings,
     /// Ends every hub and subscription.
     stop: CancellationToken,
+    /// Store reads of subscribers that fell behind, at once, across the process. Falling behind
+    /// happens when the machine is already busy; without a bound, a hundred subscribers reading
+    /// the store each on its own would take the CPU the send path needs, and fall further behind.
+    catch_up_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Store reads of lagging subscribers at once (see `Streams::catch_up_reads`).
+const CATCH_UP_READS: usize = 2;
 
 /// What a hub's task and its subscribers share.
 struct HubShared {
@@ -184,7 +191,12 @@ impl Drop for Hub {
 
 impl Streams {
     pub(crate) fn new(settings: StreamSettings) -> Streams {
-        Streams { hubs: Default::default(), settings, stop: CancellationToken::new() }
+        Streams {
+            hubs: Default::default(),
+            settings,
+            stop: CancellationToken::new(),
+            catch_up_reads: Arc::new(tokio::sync::Semaphore::new(CATCH_UP_READS)),
+        }
     }
 
     /// End every subscription and hub; later subscriptions are refused.
@@ -228,6 +240,7 @@ impl Streams {
             last: after,
             settings: self.settings.clone(),
             stop: self.stop.clone(),
+            catch_up_reads: self.catch_up_reads.clone(),
         };
         tokio::spawn(follower.run());
         Ok(Subscription { rx })
@@ -388,6 +401,7 @@ struct Follower {
     last: i64,
     settings: StreamSettings,
     stop: CancellationToken,
+    catch_up_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Follower {
@@ -415,7 +429,10 @@ impl Follower {
         let mut delay = Duration::from_millis(200);
         while self.last < target {
             let read = tokio::select! {
-                read = read_page(self.store.as_ref(), self.workspace, self.last, self.settings.page) => read,
+                read = async {
+                    let _permit = self.catch_up_reads.acquire().await;
+                    read_page(self.store.as_ref(), self.workspace, self.last, self.settings.page).await
+                } => read,
                 _ = self.stop.cancelled() => return Err(End::Stopped),
                 _ = self.tx.closed() => return Err(End::Stopped),
             };

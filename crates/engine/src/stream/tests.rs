@@ -216,8 +216,10 @@ async fn filters_pass_only_the_wanted_kinds_and_channels() {
     let got = take(&mut sub, 2).await;
     quiet(&mut sub).await;
     assert!(got.iter().all(|e| e.kind == EventKind::Queued && e.channel == Channel::Whatsapp));
-    assert!(got.iter().all(|e| serde_json::from_str::<serde_json::Value>(e.json()).unwrap()["data"]["message"]["channel"]
-        == "whatsapp"));
+    assert!(
+        got.iter().all(|e| serde_json::from_str::<serde_json::Value>(e.json()).unwrap()["data"]["message"]["channel"]
+            == "whatsapp")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
