@@ -216,12 +216,22 @@ impl Engine {
     }
 }
 
-/// Periodic clean-up: idempotency keys are kept for 24 hours, webhook attempts for the
-/// configured retention (30 days by default), then deleted.
+/// How long a receipt that matches no message is kept: its message's `sent` outcome commits
+/// within moments of the provider's answer, so one that has not come in a week never will.
+const PENDING_RECEIPT_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Periodic clean-up: idempotency keys are kept for 24 hours, receipts that match no message for
+/// a week, webhook attempts for the configured retention (30 days by default), then deleted.
 async fn maintenance(engine: Engine) {
     let shutdown = engine.inner.shutdown.clone();
     loop {
         purge_webhook_attempts(&engine, &shutdown).await;
+        let cutoff = parley_domain::Millis::now().plus_millis(-PENDING_RECEIPT_TTL_MS);
+        match engine.store().purge_pending_receipts(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "receipts that matched no message for a week deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete old unmatched receipts"),
+        }
         let cutoff = parley_domain::Millis::now().plus_millis(-parley_store::IDEMPOTENCY_TTL_MS);
         match engine.store().purge_idempotency(cutoff).await {
             Ok(0) => {}

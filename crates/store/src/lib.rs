@@ -167,6 +167,10 @@ pub trait Store: Send + Sync + 'static {
     /// every scrape, so it must stay cheap (see the backends for what each query costs).
     async fn metrics_snapshot(&self, now: Millis) -> Result<MetricsSnapshot>;
 
+    /// Delete kept receipts (see [`Store::record_receipts`]) that arrived before `older_than`
+    /// and still match no message: their `sent` outcome is never coming. Returns how many went.
+    async fn purge_pending_receipts(&self, older_than: Millis) -> Result<u64>;
+
     /// Delete idempotency records older than `older_than`. Returns how many went.
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64>;
 

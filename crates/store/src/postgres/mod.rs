@@ -306,6 +306,14 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_pending_receipts(&self, older_than: Millis) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM pending_receipts WHERE received_at < $1")
+            .bind(older_than.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {
         read::purge_idempotency(&self.pool, older_than).await
     }

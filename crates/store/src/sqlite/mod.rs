@@ -410,6 +410,13 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn purge_pending_receipts(&self, older_than: Millis) -> Result<u64> {
+        self.write(move |c| {
+            Ok(c.prepare_cached("DELETE FROM pending_receipts WHERE received_at < ?1")?.execute([older_than.0])? as u64)
+        })
+        .await
+    }
+
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {
         self.write(move |c| {
             Ok(c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([older_than.0])? as u64)

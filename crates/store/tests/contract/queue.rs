@@ -143,6 +143,14 @@ pub async fn a_receipt_before_the_sent_outcome_is_kept_and_applied_later(f: Fixt
     other.channel_account_id = f.whatsapp;
     f.store.record_receipts(vec![other]).await.unwrap();
     assert_eq!(f.get(id).await.sequence, 5);
+    assert_eq!(f.db.count("pending_receipts").await, 1);
+
+    // One that never finds its message is deleted once it is old enough, and only then.
+    let now = parley_domain::Millis::now();
+    assert_eq!(f.store.purge_pending_receipts(now.plus_seconds(-3600)).await.unwrap(), 0);
+    assert_eq!(f.db.count("pending_receipts").await, 1);
+    assert_eq!(f.store.purge_pending_receipts(now.plus_seconds(5)).await.unwrap(), 1);
+    assert_eq!(f.db.count("pending_receipts").await, 0);
 }
 
 pub async fn retry_failure_and_release_outcomes(f: Fixture) {
