@@ -7,7 +7,7 @@ use parley_domain::{
     Address, Channel, ChannelAccountId, Content, Direction, EventId, EventKind, Message, MessageEvent, MessageId,
     MessageState, Millis, WorkspaceId,
 };
-use parley_store::{CreateMessages, CreateOutcome, IdempotentRequest, NewOutbound};
+use parley_store::{CancelOutcome, CreateMessages, CreateOutcome, IdempotentRequest, NewOutbound};
 use std::collections::BTreeMap;
 
 /// How long a message stays worth sending when the request does not say.
@@ -46,6 +46,18 @@ pub enum AcceptOutcome {
 }
 
 impl Engine {
+    /// Cancel a message that has not been handed to a provider yet (see
+    /// `Store::cancel_message`), counting the `canceled` event for `/metrics`.
+    pub async fn cancel_message(&self, workspace: WorkspaceId, id: MessageId) -> Result<CancelOutcome> {
+        let outcome = self.store().cancel_message(workspace, id, Millis::now()).await?;
+        if let CancelOutcome::Canceled(message) = &outcome {
+            let mut tally = EventTally::default();
+            tally.add(message.channel, EventKind::Canceled);
+            self.inner.metrics.record_events(&tally);
+        }
+        Ok(outcome)
+    }
+
     /// Accept `specs` for `workspace`. `render` turns the per-item results into the HTTP status
     /// and body of the answer; with an idempotency key that answer is stored in the same
     /// transaction as the messages and replayed for 24 h. Nothing is stored when no item could be

@@ -71,6 +71,19 @@ async fn metrics_count_sends_deliveries_failures_and_requests(backend: Backend) 
     assert_eq!(m.samples_of("parley_messages").iter().map(|s| s.value).sum::<f64>(), 4.0, "{}", m.text);
     assert_eq!(m.value("parley_dispatch_queue_depth", &[]), Some(0.0));
     assert_eq!(m.value("parley_dispatch_oldest_due_age_seconds", &[]), Some(0.0));
+
+    // A cancellation counts its event too.
+    let send_at = rfc3339::format(rfc3339::now() + 3_600_000);
+    let mut later = text_to("sms", "+12025550153", "later");
+    later["send_at"] = serde_json::json!(send_at);
+    let scheduled = id_of(&send(&app, &later).await);
+    let canceled = post(&app, &format!("/v1/messages/{scheduled}/cancel"), &serde_json::json!({})).await;
+    assert_eq!(canceled.status, 200, "{canceled}");
+    let m = scrape_until(&app, |m| {
+        m.value("parley_message_events_total", &[("channel", "sms"), ("type", "canceled")]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(m.value("parley_messages", &[("channel", "sms"), ("state", "canceled")]), Some(1.0));
     app.finish().await;
 }
 

@@ -474,7 +474,7 @@ async fn cancel_message(
 ) -> ApiResult<axum::Json<Message>> {
     auth.require(Scope::MessagesWrite)?;
     let id = parse_message_id(&id)?;
-    match state.engine.store().cancel_message(auth.workspace(), id, Millis::now()).await? {
+    match state.engine.cancel_message(auth.workspace(), id).await? {
         CancelOutcome::Canceled(m) => Ok(axum::Json(*m)),
         CancelOutcome::NotFound => Err(ApiError::not_found("message")),
         CancelOutcome::NotCancelable(status) => Err(ApiError::new(
