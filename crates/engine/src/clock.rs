@@ -20,9 +20,13 @@ impl Clock {
 
     /// Move this clock (and its clones) forward by `by`.
     pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+        self.offset_ms.fetch_add(duration_ms(by), Ordering::Relaxed);
     }
+}
+
+/// `d` in whole milliseconds, for arithmetic on [`Millis`] (saturating: settings may say "never").
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

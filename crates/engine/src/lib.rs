@@ -249,7 +249,7 @@ async fn maintenance(engine: Engine) {
 async fn purge_webhook_attempts(engine: &Engine, shutdown: &CancellationToken) {
     const SLICE: u32 = 10_000;
     let settings = &engine.config().webhooks;
-    let retention = i64::try_from(settings.attempt_retention.as_millis()).unwrap_or(i64::MAX);
+    let retention = clock::duration_ms(settings.attempt_retention);
     let before = parley_domain::WebhookAttemptId::floor_at(settings.clock.now().0.saturating_sub(retention));
     let mut purged = 0;
     while !shutdown.is_cancelled() {

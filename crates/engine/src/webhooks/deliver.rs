@@ -11,9 +11,10 @@
 
 use super::WebhookSettings;
 use super::filter::EventTypeFilter;
-use super::http::{Delivery, Verdict, WebhookClient};
+use super::http::{AttemptResult, Delivery, Verdict, WebhookClient};
 use super::schedule::next_wait;
 use crate::Engine;
+use crate::clock::duration_ms;
 use crate::stream::{StreamEvent, envelopes};
 use futures::StreamExt;
 use parley_domain::webhook::signature_header;
@@ -198,11 +199,16 @@ impl EndpointTask {
         let client = &self.client;
         let clock = &self.settings.clock;
         let url = endpoint.url.as_str();
-        let results: Vec<(Item, Millis, super::http::AttemptResult)> = futures::stream::iter(items)
+        let refused = client.refusal(url);
+        let results: Vec<(Item, Millis, AttemptResult)> = futures::stream::iter(items)
             .map(|item| {
                 let secrets = &secrets;
+                let refused = &refused;
                 async move {
                     let attempted_at = clock.now();
+                    if let Some(why) = refused {
+                        return (item, attempted_at, AttemptResult::failed(why.clone(), 0));
+                    }
                     let timestamp_secs = attempted_at.0.div_euclid(1000);
                     let webhook_id = item.event.id.to_string();
                     let body = item.event.json();
@@ -246,7 +252,7 @@ impl EndpointTask {
                 Verdict::Failed { retry_after } => {
                     first_failure = Some(first_failure.map_or(attempted_at, |f| Millis(f.0.min(attempted_at.0))));
                     if let Some(wait) = retry_after {
-                        let until = done.plus_millis(millis(*wait));
+                        let until = done.plus_millis(duration_ms(*wait));
                         self.paused_until = Some(self.paused_until.map_or(until, |p| Millis(p.0.max(until.0))));
                     }
                     match next_wait(
@@ -255,7 +261,7 @@ impl EndpointTask {
                         *retry_after,
                     ) {
                         Some(wait) => {
-                            let at = done.plus_millis(millis(wait));
+                            let at = done.plus_millis(duration_ms(wait));
                             next_attempt_at = Some(at);
                             progress.retries.push(WebhookDelivery {
                                 endpoint_id: endpoint.id,
@@ -301,7 +307,7 @@ impl EndpointTask {
             self.failing_since = Some(self.failing_since.unwrap_or(first));
         }
         progress.failing_since = self.failing_since;
-        let disable_after = millis(self.settings.disable_after);
+        let disable_after = duration_ms(self.settings.disable_after);
         let reason = if gone {
             Some("gone")
         } else if self.failing_since.is_some_and(|since| done.0 - since.0 >= disable_after) {
@@ -366,8 +372,4 @@ fn disabled(endpoint: &WebhookEndpoint, reason: &str, at: Millis, failing_since:
             created_at: at,
         },
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -123,7 +123,7 @@ impl Engine {
         };
         let settings = &self.config().webhooks;
         let now = settings.clock.now();
-        let overlap = i64::try_from(settings.secret_overlap.as_millis()).unwrap_or(i64::MAX);
+        let overlap = crate::clock::duration_ms(settings.secret_overlap);
         endpoint.previous_secret =
             Some(std::mem::replace(&mut endpoint.secret, WebhookSecret::generate().expose().to_owned()));
         endpoint.previous_secret_expires_at = Some(now.plus_millis(overlap));

@@ -32,6 +32,19 @@ pub enum Verdict {
     Failed { retry_after: Option<Duration> },
 }
 
+impl AttemptResult {
+    /// An attempt that got no answer.
+    pub fn failed(error: String, latency_ms: i64) -> AttemptResult {
+        AttemptResult {
+            status_code: None,
+            error: Some(error),
+            latency_ms,
+            response_excerpt: None,
+            verdict: Verdict::Failed { retry_after: None },
+        }
+    }
+}
+
 /// A request ready to send.
 pub struct Delivery<'a> {
     pub url: &'a str,
@@ -65,33 +78,28 @@ impl WebhookClient {
         Ok(WebhookClient { client, policy, timeout, excerpt_bytes })
     }
 
-    /// Send one attempt. Never fails: every problem is an [`AttemptResult`] with an error.
+    /// Why `url` must not be called at all: it is not a URL, or it names an address the policy
+    /// refuses (host names are checked by the resolver at connection time; addresses written in
+    /// the URL never reach it). Depends on the URL only, so the deliverer asks once per pass.
+    pub fn refusal(&self, url: &str) -> Option<String> {
+        let url = match url::Url::parse(url) {
+            Ok(url) => url,
+            Err(e) => return Some(format!("the URL is not valid: {e}")),
+        };
+        let ip = match url.host()? {
+            url::Host::Ipv4(ip) => IpAddr::V4(ip),
+            url::Host::Ipv6(ip) => IpAddr::V6(ip),
+            url::Host::Domain(_) => return None,
+        };
+        self.policy.refusal(ip).map(|class| format!("refused: {ip} is {class}"))
+    }
+
+    /// Send one attempt to a URL that [`WebhookClient::refusal`] let through. Never fails: every
+    /// problem is an [`AttemptResult`] with an error.
     pub async fn send(&self, delivery: Delivery<'_>) -> AttemptResult {
         let started = Instant::now();
-        let elapsed = |started: Instant| i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        let failed = |error: String, latency_ms: i64| AttemptResult {
-            status_code: None,
-            error: Some(error),
-            latency_ms,
-            response_excerpt: None,
-            verdict: Verdict::Failed { retry_after: None },
-        };
-        // Host names are checked by the resolver; addresses written in the URL never reach it.
-        match url::Url::parse(delivery.url) {
-            Ok(url) => {
-                let literal = match url.host() {
-                    Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-                    Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-                    _ => None,
-                };
-                if let Some(ip) = literal
-                    && let Some(class) = self.policy.refusal(ip)
-                {
-                    return failed(format!("refused: {ip} is {class}"), 0);
-                }
-            }
-            Err(e) => return failed(format!("the URL is not valid: {e}"), 0),
-        }
+        let elapsed = |started: Instant| crate::clock::duration_ms(started.elapsed());
+        let failed = AttemptResult::failed;
         let request = self
             .client
             .post(delivery.url)

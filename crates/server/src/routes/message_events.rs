@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{Auth, Query};
-use crate::routes::{List, decode_cursor, encode_cursor, page_limit};
+use crate::routes::{List, encode_cursor, page_limit, read_cursor};
 use axum::extract::State;
 use parley_domain::{Channel, MessageEvent, Scope};
 use serde::{Deserialize, Serialize};
@@ -53,13 +53,7 @@ async fn list_message_events(
     auth.require(Scope::MessagesRead)?;
     let limit = page_limit(q.limit)?;
     let store = state.engine.store();
-    let mut after = match q.cursor.as_deref() {
-        Some(c) => decode_cursor(c).and_then(|p| p.parse::<i64>().ok()).ok_or_else(|| {
-            ApiError::new("invalid_cursor", "the cursor is not one this API gave out")
-                .with_param("cursor", "not a valid cursor")
-        })?,
-        None => 0,
-    };
+    let mut after = read_cursor(q.cursor.as_deref(), |p| p.parse::<i64>().ok())?.unwrap_or(0);
     match q.from.as_deref() {
         None => {}
         Some("now") => after = store.latest_event_position(auth.workspace()).await?,

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, PROBLEM_JSON, Problem};
 use crate::extract::{Auth, Invalid, JsonBytes, Query, from_value, idempotency_key, parse_json};
-use crate::routes::{List, decode_cursor, encode_cursor, page_limit};
+use crate::routes::{List, into_page, page_limit, read_cursor};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -425,13 +425,7 @@ async fn list_messages(
 ) -> ApiResult<axum::Json<List<Message>>> {
     auth.require(Scope::MessagesRead)?;
     let limit = page_limit(q.limit)?;
-    let before = match q.cursor.as_deref() {
-        Some(c) => Some(decode_cursor(c).and_then(|raw| MessageId::parse(&raw).ok()).ok_or_else(|| {
-            ApiError::new("invalid_cursor", "the cursor is not one this API gave out")
-                .with_param("cursor", "not a valid cursor")
-        })?),
-        None => None,
-    };
+    let before = read_cursor(q.cursor.as_deref(), |raw| MessageId::parse(raw).ok())?;
     if q.to.as_ref().is_some_and(|to| to.len() > 128 || to.chars().any(char::is_control)) {
         return Err(ApiError::new(
             "invalid_query",
@@ -448,14 +442,8 @@ async fn list_messages(
         created_to: q.created_to,
         before,
     };
-    let mut data = state.engine.store().list_messages(auth.workspace(), &filter, limit + 1).await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|m| encode_cursor(&m.id.to_string()))
-    } else {
-        None
-    };
-    Ok(axum::Json(List { data, next_cursor }))
+    let rows = state.engine.store().list_messages(auth.workspace(), &filter, limit + 1).await?;
+    Ok(axum::Json(into_page(rows, limit, |m| m.id.to_string())))
 }
 
 /// Cancel a message that has not been handed to a provider yet.

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use parley_domain::{Channel, EventEnvelope, EventId, EventKind, Scope};
+use parley_engine::webhooks::EventTypeFilter;
 use parley_engine::{StreamFilter, StreamStart, Subscription};
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -121,16 +122,14 @@ async fn next_chunk(subscription: &mut Subscription) -> Option<Bytes> {
 /// The filters of the query; every unknown type and channel is named in one answer.
 fn filter(q: &StreamQuery) -> ApiResult<StreamFilter> {
     let mut invalid = Invalid::default();
+    // The same vocabulary as webhook endpoints' `event_types` (exact types, `message.*`, `*`).
     let kinds = q.types.as_deref().map(|raw| {
         let mut kinds = HashSet::new();
         for item in items(raw) {
-            if item == "message.*" {
-                kinds.extend(EventKind::ALL);
-            } else if let Some(kind) = EventKind::from_event_type(item) {
-                kinds.insert(kind);
-            } else {
-                invalid
-                    .add("types", format!("'{}' is not an event type (message.delivered, message.*, …)", clip(item)));
+            match EventTypeFilter::parse(&[item]) {
+                Ok(f) => kinds.extend(EventKind::ALL.into_iter().filter(|k| f.matches(k.event_type()))),
+                Err(_) => invalid
+                    .add("types", format!("'{}' is not an event type (message.delivered, message.*, …)", clip(item))),
             }
         }
         if items(raw).next().is_none() {

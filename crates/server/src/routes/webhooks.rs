@@ -5,7 +5,7 @@
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{Auth, Invalid, Json, Query};
-use crate::routes::{List, decode_cursor, encode_cursor, page_limit};
+use crate::routes::{List, into_page, page_limit, read_cursor};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -164,16 +164,6 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
-fn cursor_id<T>(cursor: Option<&str>, parse: impl Fn(&str) -> Option<T>) -> ApiResult<Option<T>> {
-    match cursor {
-        None => Ok(None),
-        Some(c) => decode_cursor(c).and_then(|raw| parse(&raw)).map(Some).ok_or_else(|| {
-            ApiError::new("invalid_cursor", "the cursor is not one this API gave out")
-                .with_param("cursor", "not a valid cursor")
-        }),
-    }
-}
-
 /// The workspace's webhook endpoints, newest first.
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", params(PageQuery),
     responses(
@@ -188,15 +178,9 @@ async fn list_endpoints(
 ) -> ApiResult<axum::Json<List<WebhookEndpointResource>>> {
     auth.require(Scope::Admin)?;
     let limit = page_limit(q.limit)?;
-    let before = cursor_id(q.cursor.as_deref(), |raw| WebhookEndpointId::parse(raw).ok())?;
-    let mut data = state.engine.store().list_webhook_endpoints(auth.workspace(), before, limit + 1).await?;
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|e| encode_cursor(&e.id.to_string()))
-    } else {
-        None
-    };
-    Ok(axum::Json(List { data: data.into_iter().map(Into::into).collect(), next_cursor }))
+    let before = read_cursor(q.cursor.as_deref(), |raw| WebhookEndpointId::parse(raw).ok())?;
+    let rows = state.engine.store().list_webhook_endpoints(auth.workspace(), before, limit + 1).await?;
+    Ok(axum::Json(into_page(rows, limit, |e| e.id.to_string())))
 }
 
 fn endpoint_id(id: &str) -> ApiResult<WebhookEndpointId> {
@@ -368,17 +352,11 @@ async fn list_attempts(
     auth.require(Scope::Admin)?;
     let id = endpoint_id(&id)?;
     let limit = page_limit(q.limit)?;
-    let before = cursor_id(q.cursor.as_deref(), |raw| WebhookAttemptId::parse(raw).ok())?;
-    let Some(mut data) = state.engine.webhook_attempts(auth.workspace(), id, before, limit + 1).await? else {
+    let before = read_cursor(q.cursor.as_deref(), |raw| WebhookAttemptId::parse(raw).ok())?;
+    let Some(rows) = state.engine.webhook_attempts(auth.workspace(), id, before, limit + 1).await? else {
         return Err(ApiError::not_found("webhook endpoint"));
     };
-    let next_cursor = if data.len() > limit as usize {
-        data.truncate(limit as usize);
-        data.last().map(|a| encode_cursor(&a.id.to_string()))
-    } else {
-        None
-    };
-    Ok(axum::Json(List { data: data.into_iter().map(Into::into).collect(), next_cursor }))
+    Ok(axum::Json(into_page(rows, limit, |a| a.id.to_string())))
 }
 
 /// The endpoints a redelivery goes to.
