@@ -8,10 +8,13 @@
 //! The [`sandbox`] connector is a deterministic fake carrier used by new workspaces, tests and
 //! benchmarks.
 
+pub mod ingress;
 pub mod sandbox;
 
 use parley_domain::{Channel, ChannelAccountId, Content, ErrorInfo, InboundMessage, MessageId, Millis, Receipt};
 use std::sync::Arc;
+
+pub use ingress::{IngressError, IngressOutcome, IngressReply, IngressRequest};
 
 pub use sandbox::{SandboxConfig, SandboxConnector, Submission, SubmissionLedger, SubmissionOutcome};
 
@@ -43,12 +46,32 @@ pub struct AwaitingReceipt {
 /// The provider's immediate answer to a send.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SendResult {
-    /// The provider took the message; receipts will refer to `provider_message_id`.
-    Accepted { provider_message_id: String },
+    /// The provider took the message; receipts will refer to `provider_message_id`. A message the
+    /// provider split into several parts with ids of their own (SMPP) lists every part's id in
+    /// `part_ids`, the first one being `provider_message_id`; it is empty otherwise.
+    Accepted { provider_message_id: String, part_ids: Vec<String> },
     /// Not taken this time; trying again later may work (after `retry_after_ms`, if given).
     Transient { error: ErrorInfo, retry_after_ms: Option<i64> },
     /// Not taken, and trying again cannot help.
     Permanent { error: ErrorInfo },
+}
+
+impl SendResult {
+    /// The provider took the message as one part.
+    pub fn accepted(provider_message_id: impl Into<String>) -> SendResult {
+        SendResult::Accepted { provider_message_id: provider_message_id.into(), part_ids: Vec::new() }
+    }
+}
+
+/// What a credentials check found (`POST /v1/channel-accounts/{id}/check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    /// The provider accepted the credentials; `detail` says what was checked.
+    Ok { detail: String },
+    /// The provider refused them, or could not be reached.
+    Failed { code: String, detail: String },
+    /// The protocol has no way to check without sending.
+    Unsupported,
 }
 
 /// Where connectors report what providers tell them asynchronously.
@@ -87,8 +110,45 @@ pub trait Connector: Send + Sync + 'static {
     /// moves backwards.
     fn resume(&self, _awaiting: Vec<AwaitingReceipt>) {}
 
-    /// Stop background work (receipt timers); called at shutdown.
+    /// Stop background work (receipt timers, binds); called at shutdown and when the account is
+    /// changed or deleted.
     fn shutdown(&self) {}
+
+    /// A provider callback that arrived at `/hooks/{provider}/{channel_account_id}`: verify it
+    /// (signature over the raw body, before parsing), then parse it into receipts and inbound
+    /// messages. The engine stores what comes back before the reply is sent, so a provider that
+    /// got a 2xx never has to send it again. Connectors without callbacks keep the default.
+    fn ingress(&self, _request: &IngressRequest<'_>) -> Result<IngressOutcome, IngressError> {
+        Err(IngressError::NotSupported)
+    }
+
+    /// Check the account's credentials against the provider, where the protocol allows it
+    /// without sending a message.
+    async fn check(&self) -> CheckResult {
+        CheckResult::Unsupported
+    }
+}
+
+/// What every connector may need from the process that runs it.
+#[derive(Clone)]
+pub struct ConnectorContext {
+    pub events: ProviderEvents,
+    /// The sandbox's record of submissions (shared so that tests can read it).
+    pub ledger: Arc<SubmissionLedger>,
+    /// One HTTP client (connection pool) for every HTTP connector of the process.
+    pub http: reqwest::Client,
+}
+
+/// A channel account as a connector sees it: its settings and its opened credentials.
+#[derive(Clone, Copy, Debug)]
+pub struct AccountSpec<'a> {
+    pub id: ChannelAccountId,
+    pub channel: Channel,
+    pub provider: &'a str,
+    /// Public settings (JSON object, or `null` for all defaults).
+    pub config: &'a serde_json::Value,
+    /// Secrets (JSON object, or `null`); only ever held in memory in the clear.
+    pub credentials: &'a serde_json::Value,
 }
 
 /// Why a channel account's provider settings cannot make a connector.
@@ -103,19 +163,14 @@ pub enum ConfigError {
 /// The providers [`build`] knows.
 pub const PROVIDERS: &[&str] = &[sandbox::PROVIDER];
 
-/// Make the connector for a channel account from its provider name and JSON settings.
-pub fn build(
-    provider: &str,
-    account_id: ChannelAccountId,
-    channel: Channel,
-    config_json: &serde_json::Value,
-    events: ProviderEvents,
-    ledger: Arc<SubmissionLedger>,
-) -> Result<Arc<dyn Connector>, ConfigError> {
-    match provider {
+/// Make the connector for a channel account from its provider name, settings and credentials.
+/// Building validates both (a bad field is named) and must not contact the provider: it runs
+/// when an account is created and whenever a process loads it.
+pub fn build(spec: AccountSpec<'_>, ctx: &ConnectorContext) -> Result<Arc<dyn Connector>, ConfigError> {
+    match spec.provider {
         sandbox::PROVIDER => {
-            let config = SandboxConfig::from_json(config_json)?;
-            Ok(Arc::new(SandboxConnector::new(account_id, channel, config, events, ledger)))
+            let config = SandboxConfig::from_json(spec.config)?;
+            Ok(Arc::new(SandboxConnector::new(spec.id, spec.channel, config, ctx.events.clone(), ctx.ledger.clone())))
         }
         other => Err(ConfigError::UnknownProvider(other.chars().take(64).collect())),
     }
@@ -144,8 +199,16 @@ mod tests {
 
     fn try_build(provider: &str, config: serde_json::Value) -> Result<Arc<dyn Connector>, ConfigError> {
         let (events, _r, _i) = ProviderEvents::channel();
-        let ledger = Arc::new(SubmissionLedger::in_memory());
-        build(provider, ChannelAccountId::new(), Channel::Sms, &config, events, ledger)
+        let ctx =
+            ConnectorContext { events, ledger: Arc::new(SubmissionLedger::in_memory()), http: reqwest::Client::new() };
+        let spec = AccountSpec {
+            id: ChannelAccountId::new(),
+            channel: Channel::Sms,
+            provider,
+            config: &config,
+            credentials: &serde_json::Value::Null,
+        };
+        build(spec, &ctx)
     }
 
     #[tokio::test]

@@ -14,6 +14,9 @@ pub struct Receipt {
     /// When the provider says it happened.
     pub occurred_at: Millis,
     pub error: Option<ErrorInfo>,
+    /// What else the provider said that a user may want (WhatsApp's pricing and conversation
+    /// objects, an SMPP receipt's text), kept on the event as `details`.
+    pub details: Option<serde_json::Value>,
 }
 
 /// A message a customer sent to one of the workspace's channel accounts.

@@ -4,7 +4,7 @@
 
 use crate::rate::RateLimit;
 use crate::{EngineError, Result};
-use parley_channels::{Connector, ProviderEvents, SubmissionLedger};
+use parley_channels::{Connector, ConnectorContext, ProviderEvents, SubmissionLedger};
 use parley_domain::{Channel, ChannelAccountId, WorkspaceId};
 use parley_store::{ChannelAccount, Store};
 use std::collections::HashMap;
@@ -26,19 +26,19 @@ struct Maps {
 
 pub struct Registry {
     maps: RwLock<Maps>,
-    ledger: Arc<SubmissionLedger>,
-    events: ProviderEvents,
+    context: ConnectorContext,
     /// Serialises reloads so that a burst of misses loads once.
     reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
     pub fn new(ledger: Arc<SubmissionLedger>, events: ProviderEvents) -> Self {
-        Registry { maps: RwLock::default(), ledger, events, reload_lock: tokio::sync::Mutex::new(()) }
+        let context = ConnectorContext { events, ledger, http: reqwest::Client::new() };
+        Registry { maps: RwLock::default(), context, reload_lock: tokio::sync::Mutex::new(()) }
     }
 
     pub fn ledger(&self) -> &Arc<SubmissionLedger> {
-        &self.ledger
+        &self.context.ledger
     }
 
     /// Read every channel account and build connectors for the ones not known yet.
@@ -56,14 +56,14 @@ impl Registry {
         }
         let mut built = Vec::new();
         for account in fresh {
-            match parley_channels::build(
-                &account.provider,
-                account.id,
-                account.channel,
-                &account.config,
-                self.events.clone(),
-                self.ledger.clone(),
-            ) {
+            let spec = parley_channels::AccountSpec {
+                id: account.id,
+                channel: account.channel,
+                provider: &account.provider,
+                config: &account.config,
+                credentials: &serde_json::Value::Null,
+            };
+            match parley_channels::build(spec, &self.context) {
                 Ok(connector) => built.push(Arc::new(AccountEntry {
                     rate: RateLimit::per_second(account.rate_limit_per_second),
                     in_flight: Arc::new(Semaphore::new(account.max_in_flight.max(1) as usize)),

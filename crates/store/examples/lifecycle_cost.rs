@@ -91,6 +91,7 @@ async fn main() {
                 state: MessageState::Delivered,
                 occurred_at: at,
                 error: None,
+                details: None,
             })
             .collect();
         store.record_receipts(receipts).await.expect("receipts");

@@ -88,7 +88,14 @@ fn error(code: &str) -> ErrorInfo {
 }
 
 fn receipt(account: ChannelAccountId, pid: &str, state: MessageState, at: Millis, error: Option<ErrorInfo>) -> Receipt {
-    Receipt { channel_account_id: account, provider_message_id: pid.into(), state, occurred_at: at, error }
+    Receipt {
+        channel_account_id: account,
+        provider_message_id: pid.into(),
+        state,
+        occurred_at: at,
+        error,
+        details: None,
+    }
 }
 
 fn inbound(account: ChannelAccountId, pid: &str, from: &str, at: Millis) -> InboundMessage {

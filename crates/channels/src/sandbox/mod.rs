@@ -275,6 +275,7 @@ impl SandboxConnector {
                 state,
                 occurred_at,
                 error,
+                details: None,
             })
         };
         let reads = self.reads_apply(request.channel);
@@ -381,14 +382,14 @@ impl Connector for SandboxConnector {
                 if reschedule {
                     self.schedule(self.plan(behaviour, request, &provider_message_id));
                 }
-                SendResult::Accepted { provider_message_id }
+                SendResult::accepted(provider_message_id)
             }
             Ok(Recorded::As(SubmissionOutcome::Accepted)) => {
                 self.schedule(self.plan(behaviour, request, &provider_message_id));
-                SendResult::Accepted { provider_message_id }
+                SendResult::accepted(provider_message_id)
             }
             // Transient or permanent: `refusal` is what was recorded.
-            Ok(Recorded::As(_)) => refusal.unwrap_or(SendResult::Accepted { provider_message_id }),
+            Ok(Recorded::As(_)) => refusal.unwrap_or(SendResult::accepted(provider_message_id)),
         }
     }
 

@@ -494,6 +494,7 @@ fn apply_pending_receipts(c: &Connection, m: &mut Progress, now: Millis) -> Resu
                 detail: detail.unwrap_or_default(),
                 permanent: permanent.unwrap_or(false),
             }),
+            details: None,
         };
         apply_receipt(c, m, &receipt, now)?;
         c.prepare_cached("DELETE FROM pending_receipts WHERE id = ?1")?.execute([row_id])?;

@@ -18,7 +18,14 @@ fn inbound(account: ChannelAccountId, pid: &str, from: &str, at: Millis) -> Inbo
 }
 
 fn receipt(account: ChannelAccountId, pid: &str, state: MessageState, at: Millis) -> Receipt {
-    Receipt { channel_account_id: account, provider_message_id: pid.into(), state, occurred_at: at, error: None }
+    Receipt {
+        channel_account_id: account,
+        provider_message_id: pid.into(),
+        state,
+        occurred_at: at,
+        error: None,
+        details: None,
+    }
 }
 
 pub async fn rows_of_the_window_with_first_delivery_and_replies(f: Fixture) {

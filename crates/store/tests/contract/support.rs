@@ -299,6 +299,7 @@ impl Fixture {
                 detail: "the handset is off".into(),
                 permanent: true,
             }),
+            details: None,
         }
     }
 }

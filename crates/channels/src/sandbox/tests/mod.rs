@@ -41,7 +41,7 @@ fn request(channel: Channel, to: &str, attempt: i32, message_id: MessageId) -> O
 
 fn provider_id(result: &SendResult) -> String {
     match result {
-        SendResult::Accepted { provider_message_id } => provider_message_id.clone(),
+        SendResult::Accepted { provider_message_id, .. } => provider_message_id.clone(),
         other => panic!("expected Accepted, got {other:?}"),
     }
 }
