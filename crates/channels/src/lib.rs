@@ -127,6 +127,16 @@ pub trait Connector: Send + Sync + 'static {
     async fn check(&self) -> CheckResult {
         CheckResult::Unsupported
     }
+
+    /// Tell the provider that an inbound message (its provider id) has been read, where the
+    /// channel shows that to the customer (WhatsApp's blue ticks).
+    async fn mark_read(&self, _provider_message_id: &str) -> Result<(), ErrorInfo> {
+        Err(ErrorInfo {
+            code: "read_receipts_not_supported".into(),
+            detail: format!("{} cannot report that a message was read", self.provider()),
+            permanent: true,
+        })
+    }
 }
 
 /// What every connector may need from the process that runs it.
@@ -149,6 +159,10 @@ pub struct AccountSpec<'a> {
     pub config: &'a serde_json::Value,
     /// Secrets (JSON object, or `null`); only ever held in memory in the clear.
     pub credentials: &'a serde_json::Value,
+    /// Where the provider reaches this account's callbacks: the server's public base URL then
+    /// `/hooks/{provider}/{channel_account_id}` (for providers told per send, like Twilio's
+    /// `StatusCallback`).
+    pub callback_url: &'a str,
 }
 
 /// Why a channel account's provider settings cannot make a connector.
@@ -207,6 +221,7 @@ mod tests {
             provider,
             config: &config,
             credentials: &serde_json::Value::Null,
+            callback_url: "http://127.0.0.1:8080/hooks/test/cha_test",
         };
         build(spec, &ctx)
     }

@@ -62,6 +62,7 @@ impl Registry {
                 provider: &account.provider,
                 config: &account.config,
                 credentials: &serde_json::Value::Null,
+                callback_url: "",
             };
             match parley_channels::build(spec, &self.context) {
                 Ok(connector) => built.push(Arc::new(AccountEntry {
