@@ -102,3 +102,15 @@ pub enum IngressError {
     #[error("this channel account takes no callbacks of this kind")]
     NotSupported,
 }
+
+impl IngressError {
+    /// A short stable name for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngressError::BadSignature(_) => "bad_signature",
+            IngressError::Forbidden(_) => "forbidden",
+            IngressError::Malformed(_) => "malformed",
+            IngressError::NotSupported => "not_supported",
+        }
+    }
+}

@@ -9,7 +9,11 @@
 //! benchmarks.
 
 pub mod ingress;
+pub mod rbm;
 pub mod sandbox;
+pub mod smpp;
+pub mod twilio;
+pub mod whatsapp;
 
 use parley_domain::{Channel, ChannelAccountId, Content, ErrorInfo, InboundMessage, MessageId, Millis, Receipt};
 use std::sync::Arc;
@@ -175,18 +179,66 @@ pub enum ConfigError {
 }
 
 /// The providers [`build`] knows.
-pub const PROVIDERS: &[&str] = &[sandbox::PROVIDER];
+pub const PROVIDERS: &[&str] =
+    &[sandbox::PROVIDER, twilio::PROVIDER, rbm::PROVIDER, smpp::PROVIDER, whatsapp::PROVIDER];
 
 /// Make the connector for a channel account from its provider name, settings and credentials.
-/// Building validates both (a bad field is named) and must not contact the provider: it runs
-/// when an account is created and whenever a process loads it.
+/// Building validates both (a bad field is named) before anything else; a connector that keeps a
+/// connection (an SMPP bind) then starts it in the background, and `shutdown` stops it. The engine
+/// builds once per account change and serves the connector it built.
 pub fn build(spec: AccountSpec<'_>, ctx: &ConnectorContext) -> Result<Arc<dyn Connector>, ConfigError> {
     match spec.provider {
         sandbox::PROVIDER => {
             let config = SandboxConfig::from_json(spec.config)?;
             Ok(Arc::new(SandboxConnector::new(spec.id, spec.channel, config, ctx.events.clone(), ctx.ledger.clone())))
         }
+        twilio::PROVIDER => Ok(Arc::new(twilio::TwilioConnector::from_spec(spec, ctx.http.clone())?)),
+        rbm::PROVIDER => Ok(Arc::new(rbm::RbmConnector::from_spec(&spec, ctx)?)),
+        smpp::PROVIDER => Ok(Arc::new(smpp::SmppConnector::from_spec(&spec, ctx)?)),
+        whatsapp::PROVIDER => Ok(Arc::new(whatsapp::WhatsAppConnector::from_spec(spec, ctx.http.clone())?)),
         other => Err(ConfigError::UnknownProvider(other.chars().take(64).collect())),
+    }
+}
+
+/// Whether `provider` speaks for `channel` (`None`: an unknown provider).
+pub fn serves(provider: &str, channel: Channel) -> Option<bool> {
+    Some(match provider {
+        "sandbox" => true,
+        "smpp" => channel == Channel::Sms,
+        "twilio" => matches!(channel, Channel::Sms | Channel::Whatsapp),
+        "whatsapp" => channel == Channel::Whatsapp,
+        "rbm" => channel == Channel::Rcs,
+        _ => return None,
+    })
+}
+
+/// A provider's default send limits: (messages per second, sends awaiting an answer at once).
+/// WhatsApp Cloud API numbers start at 80 messages/s; an SMPP bind's window is typically 10–50;
+/// Twilio queues what exceeds a sender's rate, so its limit is mostly a politeness; RBM allows
+/// bursts well above this.
+pub fn default_limits(provider: &str) -> (u32, u32) {
+    match provider {
+        "sandbox" => (100_000, 10_000),
+        "whatsapp" => (80, 80),
+        "smpp" => (100, 50),
+        "twilio" => (25, 50),
+        "rbm" => (100, 100),
+        _ => (10, 10),
+    }
+}
+
+/// Why a provider's base URL setting is refused: it must be an absolute `http(s)://` URL with a
+/// host, and nothing that would change what a path appended to it means.
+pub(crate) fn check_base_url(value: &str) -> Result<(), &'static str> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+                Err("must not carry a query, a fragment or user info")
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err("must be an http:// or https:// URL"),
     }
 }
 

@@ -31,6 +31,20 @@ pub struct Config {
     pub metrics: MetricsSettings,
     pub webhooks: WebhookConfig,
     pub rate_limit: RateLimitConfig,
+    /// The base URL providers reach this server at (`https://parley.example.com`), for the
+    /// callback URLs given to them; default `http://` and `listen`.
+    pub public_url: Option<String>,
+    pub secrets: SecretsConfig,
+}
+
+/// The key that seals channel account credentials at rest.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// 32 bytes in standard base64 (`openssl rand -base64 32`). Unset: the key in
+    /// `data_dir/sealing.key`, created on first start. Processes sharing a PostgreSQL database
+    /// must share the key.
+    pub key: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,6 +131,8 @@ impl Default for Config {
             metrics: MetricsSettings::default(),
             webhooks: WebhookConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            public_url: None,
+            secrets: SecretsConfig::default(),
         }
     }
 }
@@ -190,6 +206,15 @@ impl Config {
                 anyhow::bail!("invalid configuration: '{key}' must be {range}");
             }
         }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            anyhow::bail!("invalid configuration: 'public_url' must start with https:// or http://");
+        }
+        if let Some(key) = &self.secrets.key {
+            parley_store::seal::SealingKey::from_base64(key)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: 'secrets.key': {e}"))?;
+        }
         if !(1..=60).contains(&self.webhooks.timeout_seconds) {
             anyhow::bail!("invalid configuration: 'webhooks.timeout_seconds' must be 1 to 60");
         }
@@ -248,6 +273,7 @@ impl Config {
             ..Default::default()
         };
         parley_engine::EngineConfig {
+            public_url: self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)),
             run_workers: self.workers,
             claim_batch: d.claim_batch,
             lease_ms: i64::from(d.lease_seconds) * 1000,
@@ -259,6 +285,45 @@ impl Config {
             ..Default::default()
         }
     }
+}
+
+impl Config {
+    /// The sealing key: `secrets.key`, or the data directory's key file, created (readable by
+    /// this user only) when it does not exist yet.
+    pub fn sealing_key(&self) -> anyhow::Result<parley_store::seal::SealingKey> {
+        use parley_store::seal::SealingKey;
+        if let Some(key) = &self.secrets.key {
+            return SealingKey::from_base64(key).map_err(|e| anyhow::anyhow!("'secrets.key': {e}"));
+        }
+        let path = self.data_dir.join("sealing.key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => SealingKey::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.data_dir)?;
+                let key = SealingKey::generate();
+                write_private(&path, &key.to_base64())?;
+                tracing::info!(path = %path.display(), "created the key that seals channel account credentials");
+                Ok(key)
+            }
+            Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
+/// Create `path` with `contents`, readable and writable by this user only; fails if it exists.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// figment's message, with the key it concerns (and the source that set it).

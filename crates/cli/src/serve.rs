@@ -47,7 +47,9 @@ fn redact(url: &str) -> String {
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let engine = open_engine(&config, config.engine_config()).await?;
+    let mut engine_config = config.engine_config();
+    engine_config.sealing_key = Some(config.sealing_key()?);
+    let engine = open_engine(&config, engine_config).await?;
     if let Some((workspace, key)) = engine.bootstrap().await? {
         // Printed to the terminal, never logged: this is the only time the secret is shown.
         println!("Parley: created workspace {} with a sandbox channel account for every channel.", workspace.id);

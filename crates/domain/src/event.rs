@@ -157,7 +157,7 @@ mod tests {
                 to: "+4915112345678".into(),
                 from: None,
                 status,
-                content: Content::Text { text: "hello".into() },
+                content: Content::text("hello"),
                 send_at: None,
                 expires_at: T0.plus_seconds(3600),
                 validity_seconds: 3600,
@@ -194,6 +194,7 @@ mod tests {
                 provider_message_id: None,
                 error: None,
                 retry_at: None,
+                details: None,
             };
             extra(&mut event);
             events.push(event);

@@ -13,11 +13,16 @@ pub mod ids;
 pub mod message;
 pub mod provider;
 pub mod scope;
+pub mod segments;
 pub mod time;
 pub mod webhook;
 
 pub use address::{Address, AddressError, E164};
-pub use content::{Content, ContentError};
+pub use content::{
+    CardMedia, CardOrientation, CardWidth, Content, ContentError, InteractiveAction, InteractiveHeader, ListRow,
+    ListSection, MediaHeight, MediaKind, ReplyButton, RichCard, Suggestion, TemplateComponent, TemplateComponentKind,
+    TemplateParameter,
+};
 pub use event::{EventEnvelope, MessageEventData};
 pub use ids::*;
 pub use message::{Channel, Direction, ErrorInfo, EventKind, Message, MessageEvent, MessageState};

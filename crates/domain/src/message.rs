@@ -339,10 +339,18 @@ pub struct MessageEvent {
     /// For `attempt_failed`: when the next attempt is due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Millis>,
+    /// What else the provider said with a receipt, as a JSON object (WhatsApp's pricing and
+    /// conversation, an SMPP receipt's text); for a receipt about one part of a multi-part
+    /// message, also which part (`"part"`, 1-based, of `"parts"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
-/// A message resource.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A message resource. Outbound SMS also show `segments` and `encoding` (see
+/// [`Message::sms_segments`]); they are worked out from the content whenever the resource is
+/// written, not stored.
+#[derive(Clone, Debug, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub workspace_id: WorkspaceId,
@@ -377,6 +385,62 @@ pub struct Message {
     /// The timeline, oldest first (only on `GET /v1/messages/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<MessageEvent>>,
+}
+
+impl Message {
+    /// For an outbound SMS: the encoding its text needs (`gsm7` when every character is in the
+    /// GSM 03.38 alphabet, `ucs2` otherwise) and how many SMS it takes.
+    pub fn sms_segments(&self) -> Option<(crate::segments::Encoding, usize)> {
+        (self.channel == Channel::Sms && self.direction == Direction::Outbound)
+            .then(|| crate::segments::count(&self.content.preview_text()))
+    }
+}
+
+// Written by hand rather than derived so that the resource can carry `segments` and `encoding`,
+// which are worked out rather than stored. The keys and their order are the fields'.
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("workspace_id", &self.workspace_id)?;
+        map.serialize_entry("direction", &self.direction)?;
+        map.serialize_entry("channel", &self.channel)?;
+        map.serialize_entry("channel_account_id", &self.channel_account_id)?;
+        map.serialize_entry("to", &self.to)?;
+        if let Some(from) = &self.from {
+            map.serialize_entry("from", from)?;
+        }
+        map.serialize_entry("status", &self.status)?;
+        map.serialize_entry("content", &self.content)?;
+        if let Some((encoding, segments)) = self.sms_segments() {
+            map.serialize_entry("segments", &segments)?;
+            map.serialize_entry("encoding", encoding.as_str())?;
+        }
+        if let Some(send_at) = &self.send_at {
+            map.serialize_entry("send_at", send_at)?;
+        }
+        map.serialize_entry("expires_at", &self.expires_at)?;
+        map.serialize_entry("validity_seconds", &self.validity_seconds)?;
+        map.serialize_entry("metadata", &self.metadata)?;
+        if let Some(reference) = &self.client_reference {
+            map.serialize_entry("client_reference", reference)?;
+        }
+        if let Some(provider_id) = &self.provider_message_id {
+            map.serialize_entry("provider_message_id", provider_id)?;
+        }
+        map.serialize_entry("attempts", &self.attempts)?;
+        if let Some(error) = &self.error {
+            map.serialize_entry("error", error)?;
+        }
+        map.serialize_entry("sequence", &self.sequence)?;
+        map.serialize_entry("created_at", &self.created_at)?;
+        map.serialize_entry("updated_at", &self.updated_at)?;
+        if let Some(events) = &self.events {
+            map.serialize_entry("events", events)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]

@@ -116,6 +116,18 @@ impl Engine {
         }
     }
 
+    /// A reaction may name the message it reacts to by Parley's id (`msg_…`): the provider
+    /// knows it by its own id, which is put in its place here.
+    async fn resolve_reaction(&self, workspace: WorkspaceId, content: Content) -> Result<Content> {
+        let Content::Reaction { message_id, emoji } = content else { return Ok(content) };
+        let Ok(id) = MessageId::parse(&message_id) else { return Ok(Content::Reaction { message_id, emoji }) };
+        let target = self.store().get_message(workspace, id, false).await?;
+        match target.and_then(|m| m.provider_message_id) {
+            Some(provider_id) => Ok(Content::Reaction { message_id: provider_id, emoji }),
+            None => Err(EngineError::ReactionTargetNotFound(message_id)),
+        }
+    }
+
     async fn build_outbound(&self, workspace: WorkspaceId, spec: SendSpec, now: Millis) -> Result<NewOutbound> {
         let account = self
             .inner
@@ -139,6 +151,7 @@ impl Engine {
             provider_message_id: None,
             error: None,
             retry_at: None,
+            details: None,
         };
         let events = vec![event(1, EventKind::Accepted), event(2, second)];
         let message = Message {
@@ -150,7 +163,7 @@ impl Engine {
             to: spec.to.as_str().to_string(),
             from: None,
             status: if send_at.is_some() { MessageState::Scheduled } else { MessageState::Queued },
-            content: spec.content,
+            content: self.resolve_reaction(workspace, spec.content).await?,
             send_at: spec.send_at,
             expires_at,
             validity_seconds: validity,

@@ -197,7 +197,7 @@ async fn send_one(engine: &Engine, job: ClaimedJob) -> DispatchOutcome {
     }
     let now = Millis::now();
     outcome(match result {
-        SendResult::Accepted { provider_message_id, .. } => OutcomeKind::Sent { provider_message_id },
+        SendResult::Accepted { provider_message_id, part_ids } => OutcomeKind::Sent { provider_message_id, part_ids },
         SendResult::Permanent { error } => OutcomeKind::Failed { error },
         SendResult::Transient { error, retry_after_ms } => {
             let delay = backoff::retry_delay_ms(job.attempt.max(1) as u32, retry_after_ms, &mut rand::rng());

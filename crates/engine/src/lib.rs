@@ -7,6 +7,7 @@
 //! translates requests into calls here.
 
 mod accept;
+pub mod accounts;
 pub mod analytics;
 mod clock;
 mod dispatch;
@@ -44,6 +45,9 @@ pub enum EngineError {
     ChannelAccountNotFound(String),
     #[error("channel account {account} is for {actual}, not {requested}")]
     ChannelAccountMismatch { account: String, actual: &'static str, requested: &'static str },
+    /// A reaction names a Parley message that does not exist here or has no provider id yet.
+    #[error("message {0} to react to is not in this workspace or has not reached its provider yet")]
+    ReactionTargetNotFound(String),
     /// A webhook endpoint's URL or event types are refused.
     #[error(transparent)]
     Webhook(#[from] webhooks::WebhookError),
@@ -75,6 +79,12 @@ pub struct EngineConfig {
     pub stream: StreamSettings,
     /// How webhooks are delivered (and which addresses endpoints may reach).
     pub webhooks: WebhookSettings,
+    /// Seals channel account credentials at rest. Without one, accounts with credentials can
+    /// be neither created nor used.
+    pub sealing_key: Option<parley_store::seal::SealingKey>,
+    /// The server's base URL as providers reach it (`https://parley.example.com`): the start of
+    /// every callback URL given to a provider, and of the URL a signature is checked against.
+    pub public_url: String,
 }
 
 impl Default for EngineConfig {
@@ -90,6 +100,8 @@ impl Default for EngineConfig {
             sandbox_ledger: None,
             stream: StreamSettings::default(),
             webhooks: WebhookSettings::default(),
+            sealing_key: None,
+            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -134,7 +146,7 @@ impl Engine {
                 .map_err(|e| StoreError::Database(format!("cannot open the sandbox ledger: {e}")))?,
         );
         let (events, receipts_rx, inbound_rx) = parley_channels::ProviderEvents::channel();
-        let registry = registry::Registry::new(ledger, events);
+        let registry = registry::Registry::new(ledger, events, config.sealing_key.clone(), config.public_url.clone());
         let streams = stream::Streams::new(config.stream.clone());
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -166,6 +178,7 @@ impl Engine {
             let mut tasks = self.inner.tasks.lock().await;
             tasks.push(tokio::spawn(dispatch::run(self.clone())));
             tasks.push(tokio::spawn(maintenance(self.clone())));
+            tasks.push(tokio::spawn(refresh_accounts(self.clone())));
             tasks.push(tokio::spawn(resume_receipts(self.clone())));
             tasks.push(tokio::spawn(webhooks::deliver::run(self.clone())));
         }
@@ -222,6 +235,22 @@ const PENDING_RECEIPT_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Periodic clean-up: idempotency keys are kept for 24 hours, receipts that match no message for
 /// a week, webhook attempts for the configured retention (30 days by default), then deleted.
+/// Channel accounts changed through another process reach this one within this time.
+const ACCOUNT_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn refresh_accounts(engine: Engine) {
+    let shutdown = engine.inner.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACCOUNT_REFRESH) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = engine.inner.registry.reload(engine.store().as_ref()).await {
+            tracing::warn!(error = %e, "could not reload channel accounts");
+        }
+    }
+}
+
 async fn maintenance(engine: Engine) {
     let shutdown = engine.inner.shutdown.clone();
     loop {
@@ -229,7 +258,10 @@ async fn maintenance(engine: Engine) {
         let cutoff = parley_domain::Millis::now().plus_millis(-PENDING_RECEIPT_TTL_MS);
         match engine.store().purge_pending_receipts(cutoff).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "receipts that matched no message for a week deleted"),
+            Ok(n) => {
+                engine.inner.metrics.unmatched_receipts_dropped(n);
+                tracing::info!(purged = n, "receipts that matched no message for a week deleted");
+            }
             Err(e) => tracing::warn!(error = %e, "could not delete old unmatched receipts"),
         }
         let cutoff = parley_domain::Millis::now().plus_millis(-parley_store::IDEMPOTENCY_TTL_MS);

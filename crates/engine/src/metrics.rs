@@ -45,6 +45,8 @@ pub struct Metrics {
     provider_errors: Family<(&'static str, String), AtomicU64>,
     webhook_attempts: Family<(String, &'static str), AtomicU64>,
     webhook_duration: Family<String, Histogram>,
+    callbacks: Family<(String, &'static str), AtomicU64>,
+    unmatched_receipts_dropped: AtomicU64,
 }
 
 /// Webhook endpoints told apart, at most; later ones count as `other`.
@@ -93,6 +95,13 @@ impl Default for Metrics {
                 "Time a webhook endpoint took to answer an attempt, by endpoint.",
                 &["endpoint"],
             ),
+            callbacks: Family::new(
+                "parley_provider_callbacks_total",
+                "Provider callbacks to /hooks for known accounts, by provider and outcome (accepted, \
+                 bad_signature, forbidden, malformed, not_supported).",
+                &["provider", "outcome"],
+            ),
+            unmatched_receipts_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -131,6 +140,17 @@ impl Metrics {
         );
     }
 
+    /// A provider callback for one of `provider`'s accounts ended with `outcome`. Only known
+    /// accounts' providers are counted, so the label stays bounded.
+    pub(crate) fn record_callback(&self, provider: &str, outcome: &'static str) {
+        self.callbacks.with((provider.to_string(), outcome), |c| c.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// Receipts that matched no message for a week were deleted.
+    pub(crate) fn unmatched_receipts_dropped(&self, n: u64) {
+        self.unmatched_receipts_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// One webhook delivery attempt to `endpoint` that ended with `outcome` after `elapsed`.
     pub(crate) fn webhook_attempt(&self, endpoint: &str, outcome: &'static str, elapsed: Duration) {
         self.webhook_attempts.with_capped(
@@ -160,6 +180,18 @@ impl Metrics {
         self.provider_errors.render_counters(&mut out);
         self.webhook_attempts.render_counters(&mut out);
         self.webhook_duration.render_histograms(&mut out);
+        self.callbacks.render_counters(&mut out);
+        header(
+            &mut out,
+            "parley_unmatched_receipts_dropped_total",
+            "Receipts deleted after a week without a message to match (unknown provider ids).",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "parley_unmatched_receipts_dropped_total {}",
+            self.unmatched_receipts_dropped.load(Ordering::Relaxed)
+        );
 
         header(
             &mut out,

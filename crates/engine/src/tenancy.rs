@@ -101,6 +101,9 @@ impl Engine {
                 is_default: true,
                 created_at: now,
                 updated_at: now,
+                credentials: None,
+                credentials_hint: None,
+                deleted_at: None,
             };
             self.store().create_channel_account(&account).await?;
             accounts.push(account);

@@ -50,6 +50,25 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "Invalid header",
         "A header has the wrong form (for example an empty or over-long Idempotency-Key).",
     ),
+    (
+        "callback_malformed",
+        400,
+        "Malformed provider callback",
+        "The callback is signed correctly but is not a payload of this provider.",
+    ),
+    (
+        "callback_signature_invalid",
+        401,
+        "Provider callback signature invalid",
+        "The provider's signature header is missing or does not match the body with this account's secret. \
+         Nothing was stored.",
+    ),
+    (
+        "callback_forbidden",
+        403,
+        "Provider verification refused",
+        "The verification handshake's token is not this account's verify token.",
+    ),
     ("unauthorized", 401, "Missing or invalid API key", "Send `Authorization: Bearer <key>` with an active API key."),
     (
         "forbidden",
@@ -70,6 +89,13 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         409,
         "Message is being sent",
         "A dispatcher is handing it to the provider right now; it can no longer be canceled.",
+    ),
+    (
+        "message_not_inbound",
+        409,
+        "Not an inbound message",
+        "Only messages customers sent (with a provider id and a channel account that still exists) can be marked \
+         as read.",
     ),
     ("payload_too_large", 413, "Payload too large", "Request bodies are limited to 1 MiB."),
     ("unsupported_media_type", 415, "Unsupported media type", "Send `Content-Type: application/json`."),
@@ -96,6 +122,48 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         422,
         "Channel account not found",
         "The channel account does not exist in this workspace, or is for another channel.",
+    ),
+    (
+        "content_not_supported",
+        422,
+        "Content not supported on the channel",
+        "SMS carries text and media links; WhatsApp text, templates, media, interactive messages, reactions and \
+         locations; RCS text (with suggestions), media, rich cards and carousels; web chat all of them. Inbound-only \
+         kinds (reply, other) cannot be sent.",
+    ),
+    (
+        "reaction_target_not_found",
+        422,
+        "Message to react to not found",
+        "A reaction's message_id names a Parley message (msg_…) that is not in this workspace or has no provider \
+         id yet (it has not been sent, or was never received). Provider ids are passed through as they are.",
+    ),
+    (
+        "read_receipts_not_supported",
+        422,
+        "Read reports not supported",
+        "This channel account's provider cannot show the customer that a message was read (WhatsApp can).",
+    ),
+    ("unknown_provider", 422, "Unknown provider", "The provider is none of sandbox, whatsapp, rbm, smpp or twilio."),
+    (
+        "provider_channel_mismatch",
+        422,
+        "Provider does not serve the channel",
+        "WhatsApp accounts serve whatsapp, RBM serves rcs, SMPP serves sms, Twilio serves sms and whatsapp; the \
+         sandbox serves all.",
+    ),
+    (
+        "invalid_channel_account_config",
+        422,
+        "Invalid channel account settings",
+        "A setting or credential of the provider is missing or invalid; `invalid_params` names it.",
+    ),
+    (
+        "credentials_unavailable",
+        422,
+        "Credentials cannot be stored",
+        "The server has no sealing key for credentials; the operator sets `secrets.key` (or lets Parley create \
+         the key file in its data directory).",
     ),
     ("no_channel_account", 422, "No channel account", "The workspace has no channel account for this channel."),
     (
@@ -144,6 +212,12 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "Rate limited",
         "This API key sent more requests than its limit allows. Wait for the seconds in Retry-After; the \
          RateLimit-* headers of every answer show how much is left.",
+    ),
+    (
+        "provider_error",
+        502,
+        "Provider error",
+        "The provider refused the request or could not be reached; the detail has its error code.",
     ),
     ("internal_error", 500, "Internal error", "A bug on our side. It was logged with the request id."),
     (
@@ -246,6 +320,10 @@ impl From<&parley_engine::EngineError> for ApiError {
             }
             E::Webhook(parley_engine::webhooks::WebhookError::EventType(unknown)) => {
                 ApiError::new("unknown_event_type", unknown.to_string()).with_param("event_types", unknown.to_string())
+            }
+            E::ReactionTargetNotFound(_) => {
+                let detail = e.to_string();
+                ApiError::new("reaction_target_not_found", detail.clone()).with_param("content.message_id", detail)
             }
             E::Store(parley_store::StoreError::Closed) => ApiError::new("unavailable", "the server is shutting down"),
             E::Store(s) => ApiError::internal(s),

@@ -21,7 +21,8 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "messages", description = "Send messages and follow their state"),
         (name = "analytics", description = "Delivery, read and reply figures of messages"),
         (name = "api_keys", description = "API keys of the workspace (admin)"),
-        (name = "channel_accounts", description = "Connections to providers"),
+        (name = "channel_accounts", description = "Connections to providers, with their credentials sealed at rest"),
+        (name = "provider_callbacks", description = "Where providers send statuses and inbound messages (signed, no API key)"),
         (name = "webhooks", description = "Endpoints that receive the workspace's events, signed per Standard Webhooks (admin)"),
         (name = "ops", description = "Health, readiness and metrics"),
     )
@@ -94,6 +95,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::api_keys::router())
         .merge(routes::webhooks::router())
         .merge(routes::channel_accounts::router())
+        .merge(routes::hooks::router())
         .merge(routes::ops::documented_router())
 }
 
@@ -101,6 +103,37 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// routes are merged.
 pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
     CommonResponses.modify(doc);
+    SmsSegments.modify(doc);
+}
+
+/// `Message` is written by hand so that outbound SMS carry `segments` and `encoding`, which are
+/// worked out, not stored; its derived schema lacks them, so they are added here.
+struct SmsSegments;
+
+impl Modify for SmsSegments {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        let Some(components) = openapi.components.as_mut() else { return };
+        let Some(RefOr::T(Schema::Object(message))) = components.schemas.get_mut("Message") else { return };
+        let segments = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .description(Some(
+                "Outbound SMS only: how many SMS the text takes (160/153 GSM-7 characters, or 70/67 UCS-2 units, \
+                 per part; GSM-7 extension characters count twice).",
+            ))
+            .build();
+        let encoding = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["gsm7", "ucs2"]))
+            .description(Some(
+                "Outbound SMS only: `gsm7` when every character is in the GSM 03.38 alphabet, `ucs2` otherwise.",
+            ))
+            .build();
+        message.properties.insert("segments".into(), RefOr::T(Schema::Object(segments)));
+        message.properties.insert("encoding".into(), RefOr::T(Schema::Object(encoding)));
+    }
 }
 
 /// The document as served at `/openapi.json`.

@@ -44,6 +44,9 @@ async fn main() {
         is_default: true,
         created_at: now,
         updated_at: now,
+        credentials: None,
+        credentials_hint: None,
+        deleted_at: None,
     };
     store.create_channel_account(&account).await.unwrap();
 
@@ -78,7 +81,7 @@ async fn main() {
                 lease_owner: "cost".into(),
                 attempt: job.attempt,
                 at,
-                kind: OutcomeKind::Sent { provider_message_id: provider_id(job.message.id) },
+                kind: OutcomeKind::Sent { provider_message_id: provider_id(job.message.id), part_ids: Vec::new() },
             })
             .collect();
         store.record_outcomes(outcomes).await.expect("outcomes");
@@ -129,6 +132,7 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, now: Millis, n: usize) -
         provider_message_id: None,
         error: None,
         retry_at: None,
+        details: None,
     };
     NewOutbound {
         message: Message {
@@ -140,7 +144,7 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, now: Millis, n: usize) -
             to: format!("+4915123{:06}", n % 1_000_000),
             from: None,
             status: MessageState::Queued,
-            content: Content::Text { text: "Your parcel arrives today between 10:00 and 12:00.".into() },
+            content: Content::text("Your parcel arrives today between 10:00 and 12:00."),
             send_at: None,
             expires_at: now.plus_seconds(3600),
             validity_seconds: 3600,

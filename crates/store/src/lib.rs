@@ -8,10 +8,12 @@
 //! jobs are claimed with a lease and re-claimed when a lease runs out.
 //!
 //! This crate knows nothing of HTTP or of providers. Values come in already validated (domain
-//! types); SQL never leaves this crate.
+//! types); SQL never leaves this crate. Secrets are sealed ([`seal`]) before they are stored.
 
 pub mod model;
+mod parts;
 pub mod postgres;
+pub mod seal;
 pub mod sqlite;
 
 pub use model::*;
@@ -84,12 +86,20 @@ pub trait Store: Send + Sync + 'static {
     /// key as it is afterwards, or `None` when there is no such key in the workspace.
     async fn revoke_api_key(&self, workspace: WorkspaceId, id: ApiKeyId, now: Millis) -> Result<Option<ApiKey>>;
 
+    /// Store a new account; when it `is_default`, the workspace's other accounts of its channel
+    /// stop being the default, in the same transaction.
     async fn create_channel_account(&self, account: &ChannelAccount) -> Result<()>;
+    /// Replace every changeable field (name, config, credentials and hint, limits, default,
+    /// `updated_at`, `deleted_at`) of the account with this id in this workspace, unless it is
+    /// deleted already; the default moves as on create. `false` when there is no such account.
+    async fn update_channel_account(&self, account: &ChannelAccount) -> Result<bool>;
+    /// The account, unless it is deleted.
     async fn get_channel_account(&self, workspace: WorkspaceId, id: ChannelAccountId)
     -> Result<Option<ChannelAccount>>;
-    /// Every channel account of every workspace (the engine builds one connector per account).
+    /// Every channel account of every workspace that is not deleted (the engine builds one
+    /// connector per account).
     async fn all_channel_accounts(&self) -> Result<Vec<ChannelAccount>>;
-    /// Oldest first.
+    /// Oldest first, deleted ones left out.
     async fn list_channel_accounts(&self, workspace: WorkspaceId) -> Result<Vec<ChannelAccount>>;
 
     // ---- messages --------------------------------------------------------------------------
@@ -121,7 +131,15 @@ pub trait Store: Send + Sync + 'static {
     async fn record_outcomes(&self, outcomes: Vec<DispatchOutcome>) -> Result<()>;
 
     /// Apply provider receipts (see [`Receipt`]); a receipt that matches no message yet is kept
-    /// and applied when the message's `sent` outcome arrives.
+    /// and applied when the message's `sent` outcome arrives. A receipt's `details` are kept on
+    /// its event.
+    ///
+    /// A receipt for one part of a multi-part message (see [`OutcomeKind::Sent`]) is recorded on
+    /// the message with `applied: false`, its part's provider id and `details` naming the part
+    /// (`{"part": 2, "parts": 3}`, beside what the provider said), and the part's state is kept.
+    /// The receipt that gives the last part a final state (delivered, read, or a failure) also
+    /// records the message's own event, applied as any receipt: `delivered` when every part was
+    /// delivered (or read), else the failure (with its error) of the first failed part.
     async fn record_receipts(&self, receipts: Vec<Receipt>) -> Result<()>;
 
     /// Store inbound messages (direction `inbound`, status `received`, one `received` event),

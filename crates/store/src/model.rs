@@ -37,8 +37,12 @@ pub struct ChannelAccount {
     /// The connector that speaks for it: `sandbox` (later `smpp`, `whatsapp`, `rbm`, …).
     pub provider: String,
     pub name: String,
-    /// Connector-specific settings (JSON object); secrets are sealed before they get here.
+    /// Connector-specific public settings (JSON object, or `null`).
     pub config: serde_json::Value,
+    /// The account's secrets, sealed by the engine (the store never sees them in the clear).
+    pub credentials: Option<String>,
+    /// A masked view of the secrets for display (`{"auth_token": "…a1b2"}`).
+    pub credentials_hint: Option<serde_json::Value>,
     /// Messages per second handed to the provider, at most.
     pub rate_limit_per_second: u32,
     /// Sends waiting for the provider's answer at once, at most.
@@ -47,6 +51,8 @@ pub struct ChannelAccount {
     pub is_default: bool,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Deleted accounts are kept for the messages that refer to them, and never used again.
+    pub deleted_at: Option<Millis>,
 }
 
 /// One new outbound message, ready to store.
@@ -159,7 +165,11 @@ pub struct DispatchOutcome {
 pub enum OutcomeKind {
     /// The provider took it: `sent` event (applied if the state can advance), provider id stored
     /// on the message, job deleted, then any kept receipts for (account, provider id) applied.
-    Sent { provider_message_id: String },
+    ///
+    /// A message the provider split into parts lists every part's provider id in `part_ids`, the
+    /// first one being `provider_message_id` (empty for a single part). The parts are kept (see
+    /// [`crate::Store::record_receipts`]), and kept receipts of every part are applied.
+    Sent { provider_message_id: String, part_ids: Vec<String> },
     /// Transient error: `attempt_failed` event (not applied) with the error and `retry_at`;
     /// message `error` set; the job is due again at `retry_at` with its lease cleared.
     Retry { error: ErrorInfo, retry_at: Millis },
@@ -230,7 +240,8 @@ pub struct AnalyticsRow {
     /// The code of the message's error: the one that ended it, or the latest transient one.
     pub error_code: Option<String>,
     pub created_at: Millis,
-    /// `occurred_at` of the message's earliest `delivered` event (applied or not); `None` when it
+    /// `occurred_at` of the message's earliest `delivered` event (applied or not; the receipts of
+    /// single parts of a multi-part message do not count, only the message's own); `None` when it
     /// has none.
     pub first_delivered_at: Option<Millis>,
     /// Whether an inbound message of the same workspace and channel account, whose `from` is this

@@ -7,7 +7,11 @@
 //! `PARLEY_TEST_POSTGRES_URL` the PostgreSQL half is skipped with a note, unless `CI=true`, where
 //! it fails: CI must never pass by skipping.
 
+pub mod fake_graph;
+pub mod fake_rbm;
+pub mod fake_twilio;
 pub mod receiver;
+pub mod smsc;
 
 use parley_domain::WorkspaceId;
 use parley_engine::{Engine, EngineConfig};
@@ -84,6 +88,12 @@ async fn connect(url: &str) -> sqlx::PgConnection {
 /// A running Parley: real HTTP server on a loopback port, real engine, real database.
 /// Engine settings for webhook tests: the receivers' address (127.0.0.2, see [`receiver`]) is
 /// allowed by the SSRF guard, and endpoints are picked up and polled quickly.
+/// The key that seals credentials in tests: fixed, so that a restarted app opens what the
+/// previous one sealed.
+pub fn test_sealing_key() -> parley_store::seal::SealingKey {
+    parley_store::seal::SealingKey::from_base64("cGFybGV5LXRlc3Qtc2VhbGluZy1rZXktMzItYnl0ZXM=").expect("test key")
+}
+
 pub fn webhook_test_config(config: &mut EngineConfig) {
     let cidr = receiver::RECEIVER_CIDR.parse().expect("CIDR");
     config.webhooks.policy = parley_engine::webhooks::UrlPolicy::new(vec![cidr]);
@@ -132,7 +142,16 @@ impl TestApp {
         options: parley_server::ServerOptions,
     ) -> TestApp {
         let store = parley_store::open(&db.url).await.expect("open the test store");
-        let mut config = EngineConfig { idle_poll_ms: 20, shutdown_grace_ms: 2_000, ..Default::default() };
+        // Bound first, so that callback URLs given to providers name this server.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        let mut config = EngineConfig {
+            idle_poll_ms: 20,
+            shutdown_grace_ms: 2_000,
+            public_url: base_url.clone(),
+            sealing_key: Some(test_sealing_key()),
+            ..Default::default()
+        };
         configure(&mut config);
         let engine = Engine::new(store, config).await.expect("engine");
         let (workspace_id, admin_key) = match engine.bootstrap().await.expect("bootstrap") {
@@ -145,8 +164,6 @@ impl TestApp {
             }
         };
         engine.start().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-        let base_url = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server_engine = engine.clone();
         let server = tokio::spawn(async move {

@@ -41,6 +41,7 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, channel: Channel, to: &s
         provider_message_id: None,
         error: None,
         retry_at: None,
+        details: None,
     };
     NewOutbound {
         message: Message {
@@ -52,7 +53,7 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, channel: Channel, to: &s
             to: to.into(),
             from: None,
             status: MessageState::Queued,
-            content: Content::Text { text: "hello".into() },
+            content: Content::text("hello"),
             send_at: None,
             expires_at: at.plus_millis(7 * DAY),
             validity_seconds: 7 * 86_400,
@@ -72,7 +73,8 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, channel: Channel, to: &s
 }
 
 fn template(mut new: NewOutbound, name: &str) -> NewOutbound {
-    new.message.content = Content::Template { name: name.into(), language: "en".into(), variables: BTreeMap::new() };
+    new.message.content =
+        Content::Template { name: name.into(), language: "en".into(), variables: BTreeMap::new(), components: vec![] };
     new
 }
 
@@ -104,7 +106,7 @@ fn inbound(account: ChannelAccountId, pid: &str, from: &str, at: Millis) -> Inbo
         provider_message_id: pid.into(),
         from: from.into(),
         to: None,
-        content: Content::Text { text: "ok".into() },
+        content: Content::text("ok"),
         received_at: at,
     }
 }
@@ -183,6 +185,9 @@ async fn figures_of_a_scripted_window(backend: Backend) {
         is_default: false,
         created_at: D,
         updated_at: D,
+        credentials: None,
+        credentials_hint: None,
+        deleted_at: None,
     };
     store.create_channel_account(&s2).await.unwrap();
     let s2 = s2.id;
@@ -219,7 +224,7 @@ async fn figures_of_a_scripted_window(backend: Backend) {
 
     let outcome =
         |id, kind| DispatchOutcome { message_id: id, lease_owner: "script".into(), attempt: 1, at: claim_at, kind };
-    let sent = |pid: &str| OutcomeKind::Sent { provider_message_id: pid.into() };
+    let sent = |pid: &str| OutcomeKind::Sent { provider_message_id: pid.into(), part_ids: Vec::new() };
     store
         .record_outcomes(vec![
             outcome(a1, sent("p1")),

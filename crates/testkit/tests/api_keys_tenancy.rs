@@ -291,7 +291,8 @@ async fn channel_accounts_are_listed(backend: Backend) {
         assert_eq!(a["provider"], "sandbox");
         assert_eq!(a["is_default"], true);
         assert!(a["rate_limit_per_second"].as_u64().is_some_and(|r| r > 0));
-        assert!(a.get("config").is_none(), "provider settings may hold credentials: {a}");
+        assert_eq!(a["config"], serde_json::json!({}), "{a}");
+        assert!(a.get("credentials").is_none() && a.get("credentials_hint").is_none(), "{a}");
         let one = app.get_json(&format!("/v1/channel-accounts/{}", a["id"].as_str().expect("id"))).await;
         assert_eq!(&one, a);
     }

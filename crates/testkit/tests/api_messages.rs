@@ -21,6 +21,9 @@ on_both_backends!(
     idempotent_replay_points_at_the_original_message,
     idempotency_keys_are_per_workspace,
     concurrent_requests_with_one_key_create_one_message,
+    content_a_channel_cannot_carry_is_refused,
+    a_reaction_to_a_parley_message_names_its_provider_id,
+    sms_show_their_segments_and_encoding,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -419,5 +422,79 @@ async fn content_without_its_type_is_read_from_its_fields(backend: Backend) {
     )
     .await;
     a.problem(422, "unknown_field").names("content.text");
+    app.finish().await;
+}
+
+async fn content_a_channel_cannot_carry_is_refused(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let refused = [
+        ("sms", json!({"type": "template", "name": "order_shipped", "language": "en"})),
+        ("sms", json!({"type": "location", "latitude": 52.52, "longitude": 13.40})),
+        ("rcs", json!({"type": "template", "name": "order_shipped", "language": "en"})),
+        (
+            "whatsapp",
+            json!({"type": "text", "text": "pick one", "suggestions": [{"type": "reply", "text": "Yes", "postback_data": "yes"}]}),
+        ),
+    ];
+    for (channel, content) in refused {
+        let a =
+            post(&app, "/v1/messages", &json!({"to": "+12025550150", "channel": channel, "content": content})).await;
+        a.problem(422, "content_not_supported").names("content");
+    }
+    // Inbound-only content is refused on every channel.
+    let reply = json!({"to": "+12025550150", "channel": "webchat", "content": {"type": "reply", "text": "Yes"}});
+    assert_eq!(post(&app, "/v1/messages", &reply).await.status, 422);
+    assert!(all_messages(&app, "").await.is_empty());
+    let location = json!({"type": "location", "latitude": 52.52, "longitude": 13.40, "name": "Office"});
+    let m = send(&app, &json!({"to": "+12025550150", "channel": "whatsapp", "content": location})).await;
+    assert_eq!(m["content"]["type"], "location");
+    app.finish().await;
+}
+
+async fn a_reaction_to_a_parley_message_names_its_provider_id(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let first = id_of(&send(&app, &text_to("whatsapp", "+12025550150", "Your order shipped")).await);
+    let sent = app.wait_for_status(&first, &["delivered", "read"], WAIT).await;
+    let provider_id = sent["provider_message_id"].as_str().expect("provider id").to_string();
+    let reaction = json!({"to": "+12025550150", "channel": "whatsapp",
+        "content": {"type": "reaction", "message_id": first, "emoji": "👍"}});
+    let m = send(&app, &reaction).await;
+    assert_eq!(m["content"]["message_id"], provider_id.as_str(), "{m}");
+    // A provider id is taken as it is.
+    let m = send(
+        &app,
+        &json!({"to": "+12025550150", "channel": "whatsapp",
+        "content": {"type": "reaction", "message_id": "wamid.HBgL", "emoji": "👍"}}),
+    )
+    .await;
+    assert_eq!(m["content"]["message_id"], "wamid.HBgL");
+    let unknown = json!({"to": "+12025550150", "channel": "whatsapp",
+        "content": {"type": "reaction", "message_id": parley_domain::MessageId::new().to_string(), "emoji": "👍"}});
+    post(&app, "/v1/messages", &unknown).await.problem(422, "reaction_target_not_found").names("content.message_id");
+    app.finish().await;
+}
+
+async fn sms_show_their_segments_and_encoding(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let cases = [
+        ("Your code is 123456", 1, "gsm7"),
+        (&"a".repeat(160)[..], 1, "gsm7"),
+        (&"a".repeat(161)[..], 2, "gsm7"),
+        // `€` is in the extension table: two septets each.
+        (&"€".repeat(80)[..], 1, "gsm7"),
+        (&"€".repeat(81)[..], 2, "gsm7"),
+        ("Ihr Code: 123 ✓", 1, "ucs2"),
+        (&"ü✓".repeat(36)[..], 2, "ucs2"),
+    ];
+    for (text, segments, encoding) in cases {
+        let m = send(&app, &text_to("sms", "+12025550150", text)).await;
+        assert_eq!(m["segments"], segments, "{text}: {m}");
+        assert_eq!(m["encoding"], encoding, "{text}");
+        let fetched = message(&app, &id_of(&m)).await;
+        assert_eq!(fetched["segments"], segments);
+    }
+    // Other channels have no segments.
+    let w = send(&app, &text_to("whatsapp", "+12025550150", "hi")).await;
+    assert!(w.get("segments").is_none() && w.get("encoding").is_none(), "{w}");
     app.finish().await;
 }

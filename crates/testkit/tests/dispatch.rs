@@ -24,11 +24,6 @@ on_both_backends!(
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn event<'a>(m: &'a Value, kind: &str, nth: usize) -> &'a Value {
-    let evs = m["events"].as_array().expect("events");
-    evs.iter().filter(|e| e["type"] == kind).nth(nth).unwrap_or_else(|| panic!("no {kind} #{nth} in {m:#}"))
-}
-
 async fn permanent_failure_fails_the_message(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
     let sms = id_of(&send(&app, &text_to("sms", "+1 202 555 0101", "never")).await);

@@ -130,7 +130,7 @@ impl SandboxConfig {
             ));
         }
         if let Some(text) = &self.auto_reply
-            && (Content::Text { text: text.clone() }).validate().is_err()
+            && Content::text(text.clone()).validate().is_err()
         {
             return Err(bad("auto_reply", "must be 1 to 4096 characters and not blank".into()));
         }
@@ -319,7 +319,7 @@ impl SandboxConnector {
                     provider_message_id: self.inbound_message_id(&request.message_id),
                     from: request.to.clone(),
                     to: None,
-                    content: Content::Text { text: text.clone() },
+                    content: Content::text(text.clone()),
                     received_at: at(step),
                 }),
             ));
@@ -408,7 +408,7 @@ impl Connector for SandboxConnector {
                 channel: a.channel,
                 to: a.to.clone(),
                 from: None,
-                content: Content::Text { text: String::new() },
+                content: Content::text(String::new()),
                 expires_at: Millis::now(),
             };
             self.schedule(self.plan(Behaviour::for_recipient(&a.to), &request, &a.provider_message_id));

@@ -19,6 +19,7 @@ mod cpu;
 mod insight;
 mod load;
 mod report;
+mod smsc;
 mod stats;
 mod target;
 
@@ -118,6 +119,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// `sms` (the sandbox) or `sms-smpp`: SMS through an SMPP account bound to a minimal SMSC in
+    /// the bench process (one transceiver bind, window 50; delivered = receipt matched).
+    #[arg(long, value_enum, default_value = "sms")]
+    channel: smsc::BenchChannel,
 }
 
 /// One scenario's load.
@@ -202,11 +207,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             None => Target::spawn(args.database_url.as_deref()).await.context("cannot start a server to benchmark")?,
         };
         eprintln!("{}", report::announce(plan, &target, args.connections));
+        let smsc = match smsc::attach(args.channel, &target.endpoint).await {
+            Ok(s) => s,
+            Err(e) => {
+                target.cleanup().await;
+                return Err(e.context("cannot attach the bench SMSC"));
+            }
+        };
         let outcome = tokio::select! {
             r = measure(&target, plan, &args) => r,
             _ = &mut interrupted => Err(anyhow::anyhow!("interrupted")),
         };
         let stop = target.cleanup().await;
+        if let Some(smsc) = &smsc {
+            eprintln!("{}", smsc.summary());
+        }
         let mut scenario = match outcome {
             Ok(s) => s,
             Err(e) => {

@@ -145,6 +145,9 @@ async fn prepare_workspace(store: &dyn Store) -> anyhow::Result<(WorkspaceId, St
                 is_default: true,
                 created_at: now,
                 updated_at: now,
+                credentials: None,
+                credentials_hint: None,
+                deleted_at: None,
             })
             .await?;
     }

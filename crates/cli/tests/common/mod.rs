@@ -125,6 +125,9 @@ pub async fn prepare_workspace(db: &Database, data_dir: &Path, sms_sandbox_confi
                 is_default: true,
                 created_at: now,
                 updated_at: now,
+                credentials: None,
+                credentials_hint: None,
+                deleted_at: None,
             };
             store.create_channel_account(&account).await.expect("create a channel account");
         }

@@ -45,6 +45,9 @@ async fn account(store: &Arc<dyn Store>, ws: WorkspaceId, channel: Channel) -> C
         is_default: true,
         created_at: now,
         updated_at: now,
+        credentials: None,
+        credentials_hint: None,
+        deleted_at: None,
     };
     store.create_channel_account(&account).await.expect("account");
     account.id
@@ -68,6 +71,7 @@ async fn send(store: &Arc<dyn Store>, ws: WorkspaceId, account: ChannelAccountId
                 provider_message_id: None,
                 error: None,
                 retry_at: None,
+                details: None,
             };
             NewOutbound {
                 message: Message {
@@ -79,7 +83,7 @@ async fn send(store: &Arc<dyn Store>, ws: WorkspaceId, account: ChannelAccountId
                     to: "+4915112345678".into(),
                     from: None,
                     status: MessageState::Queued,
-                    content: Content::Text { text: "hello".into() },
+                    content: Content::text("hello"),
                     send_at: None,
                     expires_at: now.plus_seconds(3600),
                     validity_seconds: 3600,

@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(send_batch))
         .routes(routes!(get_message))
         .routes(routes!(cancel_message))
+        .routes(routes!(mark_read))
 }
 
 /// A message to send.
@@ -86,6 +87,9 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
     let mut invalid = Invalid::default();
     if let Err(e) = req.content.validate() {
         invalid.add(name(&format!("content.{}", e.field)), e.reason);
+    } else if !req.content.supported_on(req.channel) {
+        let detail = format!("{} content cannot be sent on {}", req.content.kind(), req.channel.as_str());
+        return Err(ApiError::new("content_not_supported", detail.clone()).with_param(name("content"), detail));
     }
     let channel_account_id = match req.channel_account_id.as_deref().map(ChannelAccountId::parse) {
         None => None,
@@ -471,6 +475,37 @@ async fn cancel_message(
         )),
         CancelOutcome::InFlight => {
             Err(ApiError::new("message_in_flight", "the message is being handed to the provider right now"))
+        }
+    }
+}
+
+/// Tell the customer that their inbound message was read (WhatsApp's blue ticks; a no-op
+/// nowhere: channels that cannot show it answer `read_receipts_not_supported`).
+#[utoipa::path(post, path = "/v1/messages/{id}/read", tag = "messages",
+    params(("id" = String, Path, description = "The inbound message's id (`msg_…`)")),
+    responses(
+        (status = 204, description = "The provider took the read report"),
+        (status = 404, description = "No such message in this workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not an inbound message (`message_not_inbound`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The channel cannot show reads (`read_receipts_not_supported`)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider refused or could not be reached (`provider_error`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+async fn mark_read(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    use parley_engine::accounts::MarkReadError;
+    auth.require(Scope::MessagesWrite)?;
+    let id = parse_message_id(&id)?;
+    match state.engine.mark_read(auth.workspace(), id).await? {
+        None => Err(ApiError::not_found("message")),
+        Some(Ok(())) => Ok(StatusCode::NO_CONTENT),
+        Some(Err(e @ (MarkReadError::NotInbound | MarkReadError::AccountUnavailable))) => {
+            Err(ApiError::new("message_not_inbound", e.to_string()))
+        }
+        Some(Err(MarkReadError::Provider(error))) if error.code == "read_receipts_not_supported" => {
+            Err(ApiError::new("read_receipts_not_supported", error.detail))
+        }
+        Some(Err(MarkReadError::Provider(error))) => {
+            Err(ApiError::new("provider_error", format!("{}: {}", error.code, error.detail)))
         }
     }
 }

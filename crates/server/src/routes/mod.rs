@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod api_keys;
 pub mod channel_accounts;
+pub mod hooks;
 pub mod message_events;
 pub mod messages;
 pub mod ops;

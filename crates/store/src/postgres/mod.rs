@@ -56,6 +56,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_awaiting_receipt_index.sql")),
     (4, include_str!("../../migrations/postgres/0004_webhooks.sql")),
     (5, include_str!("../../migrations/postgres/0005_analytics_index.sql")),
+    (6, include_str!("../../migrations/postgres/0006_channel_account_credentials.sql")),
+    (7, include_str!("../../migrations/postgres/0007_message_parts.sql")),
 ];
 
 /// A [`Store`] on PostgreSQL.
@@ -208,6 +210,10 @@ impl Store for PgStore {
 
     async fn create_channel_account(&self, account: &ChannelAccount) -> Result<()> {
         read::create_channel_account(&self.pool, account).await
+    }
+
+    async fn update_channel_account(&self, account: &ChannelAccount) -> Result<bool> {
+        read::update_channel_account(&self.pool, account).await
     }
 
     async fn get_channel_account(

@@ -7,6 +7,7 @@
 use super::lock_provider_ids;
 use super::rows::{self, NewEvent};
 use super::timeline::{Observation, Timeline};
+use crate::parts::{self, Part};
 use crate::{InboundMessage, Receipt, Result, StoreError};
 use parley_domain::{
     Channel, Direction, ErrorInfo, EventId, EventKind, Message, MessageEvent, MessageId, MessageState, Millis,
@@ -19,29 +20,219 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// A receipt as kept in `pending_receipts`, or as just received.
 pub(super) struct ReceiptRow {
     pub id: Option<i64>,
+    pub provider_message_id: String,
     pub state: MessageState,
     pub occurred_at: Millis,
     pub error: Option<ErrorInfo>,
+    pub details: Option<serde_json::Value>,
 }
 
-pub(super) fn apply_receipt(
-    timeline: &mut Timeline,
-    message: MessageId,
-    provider_id: &str,
-    receipt: &ReceiptRow,
-    now: Millis,
-) {
+impl ReceiptRow {
+    fn of(receipt: &Receipt) -> ReceiptRow {
+        ReceiptRow {
+            id: None,
+            provider_message_id: receipt.provider_message_id.clone(),
+            state: receipt.state,
+            occurred_at: receipt.occurred_at,
+            error: receipt.error.clone(),
+            details: receipt.details.clone(),
+        }
+    }
+}
+
+pub(super) fn apply_receipt(timeline: &mut Timeline, message: MessageId, receipt: &ReceiptRow, now: Millis) {
     timeline.record(
         message,
         EventKind::from(receipt.state),
         Observation {
             occurred_at: receipt.occurred_at,
             recorded_at: now,
-            provider_message_id: Some(provider_id.to_string()),
+            provider_message_id: Some(receipt.provider_message_id.clone()),
             error: receipt.error.clone(),
+            details: receipt.details.clone(),
             ..Observation::default()
         },
     );
+}
+
+/// The parts of the messages a transaction holds (see [`crate::parts`]), read after their
+/// message rows are locked: whoever holds a message's row is the only one to change its parts,
+/// so two receipts for two parts of one message cannot both miss the moment every part is final.
+#[derive(Default)]
+pub(super) struct Parts {
+    by_message: HashMap<MessageId, Vec<Part>>,
+    /// (message, part's provider id) of the parts whose state changed.
+    changed: BTreeSet<(MessageId, String)>,
+}
+
+impl Parts {
+    /// The parts of `ids` (messages whose rows the transaction has locked).
+    pub async fn load(conn: &mut PgConnection, ids: &[String]) -> Result<Parts> {
+        let mut parts = Parts::default();
+        if ids.is_empty() {
+            return Ok(parts);
+        }
+        let rows = sqlx::query(
+            "SELECT message_id, provider_message_id, part_index, part_count, state, error_code, error_detail, \
+             error_permanent FROM message_parts WHERE message_id = ANY($1::text[]) ORDER BY message_id, part_index",
+        )
+        .bind(ids)
+        .fetch_all(conn)
+        .await?;
+        for row in &rows {
+            let id = rows::parse_message_id(&row.try_get::<String, _>("message_id")?)?;
+            let number = |column: &str| -> Result<i32> {
+                let n: i64 = row.try_get(column)?;
+                i32::try_from(n).map_err(|_| rows::corrupt(column, &n.to_string()))
+            };
+            let code: Option<String> = row.try_get("error_code")?;
+            let detail: Option<String> = row.try_get("error_detail")?;
+            let permanent: Option<bool> = row.try_get("error_permanent")?;
+            let part = Part {
+                provider_message_id: row.try_get("provider_message_id")?,
+                index: number("part_index")?,
+                count: number("part_count")?,
+                state: row.try_get::<Option<String>, _>("state")?.map(|s| rows::state(&s)).transpose()?,
+                error: code.map(|code| ErrorInfo {
+                    code,
+                    detail: detail.unwrap_or_default(),
+                    permanent: permanent.unwrap_or(false),
+                }),
+            };
+            parts.by_message.entry(id).or_default().push(part);
+        }
+        Ok(parts)
+    }
+
+    /// The provider ids of the message's parts, in order; empty for a single-part message.
+    pub fn ids_of(&self, message: MessageId) -> Vec<String> {
+        self.by_message
+            .get(&message)
+            .map(|parts| parts.iter().map(|p| p.provider_message_id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Apply a receipt for one part of `message`: the part's event (never applied, with which
+    /// part in its details), and the message's own event once every part is final. `false` when
+    /// the receipt is for no part of the message (then it is the caller's to apply).
+    pub fn apply(&mut self, timeline: &mut Timeline, message: MessageId, receipt: &ReceiptRow, now: Millis) -> bool {
+        let Some(parts) = self.by_message.get_mut(&message) else { return false };
+        let Some(step) = parts::apply(parts, &receipt.provider_message_id, receipt.state, receipt.error.as_ref())
+        else {
+            return false;
+        };
+        if step.changed {
+            self.changed.insert((message, receipt.provider_message_id.clone()));
+        }
+        timeline.record(
+            message,
+            EventKind::from(receipt.state),
+            Observation {
+                occurred_at: receipt.occurred_at,
+                recorded_at: now,
+                provider_message_id: Some(receipt.provider_message_id.clone()),
+                error: receipt.error.clone(),
+                details: Some(parts::part_details(receipt.details.as_ref(), step.index, step.count)),
+                never_applied: true,
+                ..Observation::default()
+            },
+        );
+        if let Some(resolution) = step.resolution {
+            let provider_message_id = timeline.get(message).and_then(|m| m.provider_message_id.clone());
+            timeline.record(
+                message,
+                EventKind::from(resolution.state),
+                Observation {
+                    occurred_at: receipt.occurred_at,
+                    recorded_at: now,
+                    provider_message_id,
+                    error: resolution.error,
+                    details: Some(serde_json::json!({ "parts": step.count })),
+                    ..Observation::default()
+                },
+            );
+        }
+        true
+    }
+
+    /// Write back the parts whose state changed.
+    pub async fn save(&self, conn: &mut PgConnection) -> Result<()> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let changed: Vec<(&MessageId, &Part)> = self
+            .changed
+            .iter()
+            .filter_map(|(message, provider_id)| {
+                let parts = self.by_message.get(message)?;
+                parts.iter().find(|p| &p.provider_message_id == provider_id).map(|p| (message, p))
+            })
+            .collect();
+        let messages: Vec<String> = changed.iter().map(|(m, _)| m.to_string()).collect();
+        let provider_ids: Vec<&str> = changed.iter().map(|(_, p)| p.provider_message_id.as_str()).collect();
+        let states: Vec<Option<&str>> = changed.iter().map(|(_, p)| p.state.map(MessageState::as_str)).collect();
+        let codes: Vec<Option<&str>> = changed.iter().map(|(_, p)| p.error.as_ref().map(|e| e.code.as_str())).collect();
+        let details: Vec<Option<&str>> =
+            changed.iter().map(|(_, p)| p.error.as_ref().map(|e| e.detail.as_str())).collect();
+        let permanents: Vec<Option<bool>> =
+            changed.iter().map(|(_, p)| p.error.as_ref().map(|e| e.permanent)).collect();
+        sqlx::query(
+            "UPDATE message_parts AS p SET state = u.s, error_code = u.c, error_detail = u.d, error_permanent = u.pe \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[]) \
+             AS u(m, pid, s, c, d, pe) WHERE p.message_id = u.m AND p.provider_message_id = u.pid",
+        )
+        .bind(messages)
+        .bind(provider_ids)
+        .bind(states)
+        .bind(codes)
+        .bind(details)
+        .bind(permanents)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Keep the parts of messages just sent: (message, its channel account, its parts). A part
+/// already kept for the same message (a second `sent` outcome for it) keeps its state; one of
+/// another message (the provider reused the id) starts again.
+pub(super) async fn insert_parts(conn: &mut PgConnection, sent: &[(MessageId, String, Vec<Part>)]) -> Result<()> {
+    // One row per (account, provider id), the last outcome's: one statement cannot upsert a row twice.
+    let mut rows: BTreeMap<(&str, &str), (String, i64, i64)> = BTreeMap::new();
+    for (message, account, parts) in sent {
+        for p in parts {
+            rows.insert(
+                (account.as_str(), p.provider_message_id.as_str()),
+                (message.to_string(), i64::from(p.index), i64::from(p.count)),
+            );
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let accounts: Vec<&str> = rows.keys().map(|(a, _)| *a).collect();
+    let provider_ids: Vec<&str> = rows.keys().map(|(_, p)| *p).collect();
+    let messages: Vec<&str> = rows.values().map(|(m, _, _)| m.as_str()).collect();
+    let indexes: Vec<i64> = rows.values().map(|(_, i, _)| *i).collect();
+    let counts: Vec<i64> = rows.values().map(|(_, _, n)| *n).collect();
+    sqlx::query(
+        "INSERT INTO message_parts AS p (channel_account_id, provider_message_id, message_id, part_index, part_count) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
+         ON CONFLICT (channel_account_id, provider_message_id) DO UPDATE SET \
+         state = CASE WHEN p.message_id = excluded.message_id THEN p.state END, \
+         error_code = CASE WHEN p.message_id = excluded.message_id THEN p.error_code END, \
+         error_detail = CASE WHEN p.message_id = excluded.message_id THEN p.error_detail END, \
+         error_permanent = CASE WHEN p.message_id = excluded.message_id THEN p.error_permanent END, \
+         message_id = excluded.message_id, part_index = excluded.part_index, part_count = excluded.part_count",
+    )
+    .bind(accounts)
+    .bind(provider_ids)
+    .bind(messages)
+    .bind(indexes)
+    .bind(counts)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Pairs as two arrays, for `(a, b) IN (SELECT * FROM UNNEST($1, $2))`.
@@ -63,7 +254,8 @@ pub(super) async fn take_pending_receipts(
     let rows = sqlx::query(
         "DELETE FROM pending_receipts WHERE (channel_account_id, provider_message_id) IN \
          (SELECT * FROM UNNEST($1::text[], $2::text[])) \
-         RETURNING id, channel_account_id, provider_message_id, state, occurred_at, error_code, error_detail, error_permanent",
+         RETURNING id, channel_account_id, provider_message_id, state, occurred_at, error_code, error_detail, \
+         error_permanent, details",
     )
     .bind(accounts)
     .bind(provider_ids)
@@ -75,6 +267,7 @@ pub(super) async fn take_pending_receipts(
         let permanent: Option<bool> = row.try_get("error_permanent")?;
         let receipt = ReceiptRow {
             id: Some(row.try_get("id")?),
+            provider_message_id: row.try_get("provider_message_id")?,
             state: rows::state(&row.try_get::<String, _>("state")?)?,
             occurred_at: Millis(row.try_get("occurred_at")?),
             error: code.map(|code| ErrorInfo {
@@ -82,6 +275,7 @@ pub(super) async fn take_pending_receipts(
                 detail: detail.unwrap_or_default(),
                 permanent: permanent.unwrap_or(false),
             }),
+            details: parts::parse_details(row.try_get("details")?)?,
         };
         let key = (row.try_get("channel_account_id")?, row.try_get("provider_message_id")?);
         found.entry(key).or_default().push(receipt);
@@ -102,8 +296,23 @@ pub(super) async fn record_receipts(pool: &PgPool, receipts: Vec<Receipt>) -> Re
     let mut tx = pool.begin().await?;
     lock_provider_ids(&mut tx, &pairs).await?;
 
-    // The newest outbound message with each (account, provider id): providers may reuse ids.
+    // Parts of multi-part messages (kept by the `sent` outcome, under the same pair locks).
     let (accounts, provider_ids) = unzip_pairs(&pairs);
+    let rows = sqlx::query(
+        "SELECT channel_account_id, provider_message_id, message_id FROM message_parts \
+         WHERE (channel_account_id, provider_message_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+    )
+    .bind(&accounts)
+    .bind(&provider_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut part_of: HashMap<(String, String), MessageId> = HashMap::new();
+    for row in &rows {
+        let id = rows::parse_message_id(&row.try_get::<String, _>("message_id")?)?;
+        part_of.insert((row.try_get("channel_account_id")?, row.try_get("provider_message_id")?), id);
+    }
+
+    // The newest outbound message with each (account, provider id): providers may reuse ids.
     let rows = sqlx::query(
         "SELECT DISTINCT ON (channel_account_id, provider_message_id) id, channel_account_id, provider_message_id \
          FROM messages WHERE direction = 'outbound' AND (channel_account_id, provider_message_id) IN \
@@ -119,27 +328,30 @@ pub(super) async fn record_receipts(pool: &PgPool, receipts: Vec<Receipt>) -> Re
         let id = rows::parse_message_id(&row.try_get::<String, _>("id")?)?;
         matches.insert((row.try_get("channel_account_id")?, row.try_get("provider_message_id")?), id);
     }
-    let ids: Vec<String> = matches.values().collect::<BTreeSet<_>>().iter().map(ToString::to_string).collect();
+    let ids: Vec<String> =
+        matches.values().chain(part_of.values()).collect::<BTreeSet<_>>().iter().map(ToString::to_string).collect();
     let mut timeline = Timeline::new(rows::lock_messages(&mut tx, &ids).await?);
+    let with_parts: Vec<String> = part_of.values().collect::<BTreeSet<_>>().iter().map(ToString::to_string).collect();
+    let mut parts = Parts::load(&mut tx, &with_parts).await?;
 
     let mut kept: Vec<&Receipt> = Vec::new();
     for (receipt, pair) in receipts.iter().zip(&pairs) {
-        let row = ReceiptRow {
-            id: None,
-            state: receipt.state,
-            occurred_at: receipt.occurred_at,
-            error: receipt.error.clone(),
-        };
+        let row = ReceiptRow::of(receipt);
+        if let Some(id) = part_of.get(pair)
+            && timeline.get(*id).is_some()
+            && parts.apply(&mut timeline, *id, &row, now)
+        {
+            continue;
+        }
         match matches.get(pair) {
-            Some(id) if timeline.get(*id).is_some() => {
-                apply_receipt(&mut timeline, *id, &receipt.provider_message_id, &row, now);
-            }
+            Some(id) if timeline.get(*id).is_some() => apply_receipt(&mut timeline, *id, &row, now),
             _ => kept.push(receipt),
         }
     }
     if !kept.is_empty() {
         keep_receipts(&mut tx, &kept, now).await?;
     }
+    parts.save(&mut tx).await?;
     timeline.flush(&mut tx).await?;
     tx.commit().await?;
     Ok(())
@@ -154,11 +366,12 @@ async fn keep_receipts(conn: &mut PgConnection, receipts: &[&Receipt], now: Mill
     let codes: Vec<Option<&str>> = receipts.iter().map(|r| r.error.as_ref().map(|e| e.code.as_str())).collect();
     let details: Vec<Option<&str>> = receipts.iter().map(|r| r.error.as_ref().map(|e| e.detail.as_str())).collect();
     let permanents: Vec<Option<bool>> = receipts.iter().map(|r| r.error.as_ref().map(|e| e.permanent)).collect();
+    let said: Vec<Option<String>> = receipts.iter().map(|r| r.details.as_ref().map(ToString::to_string)).collect();
     sqlx::query(
         "INSERT INTO pending_receipts (channel_account_id, provider_message_id, state, occurred_at, error_code, \
-         error_detail, error_permanent, received_at) \
-         SELECT a, p, s, o, c, d, pe, $8 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-         $6::text[], $7::boolean[]) AS t(a, p, s, o, c, d, pe)",
+         error_detail, error_permanent, received_at, details) \
+         SELECT a, p, s, o, c, d, pe, $8, x FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], \
+         $5::text[], $6::text[], $7::boolean[], $9::text[]) AS t(a, p, s, o, c, d, pe, x)",
     )
     .bind(accounts)
     .bind(provider_ids)
@@ -168,6 +381,7 @@ async fn keep_receipts(conn: &mut PgConnection, receipts: &[&Receipt], now: Mill
     .bind(details)
     .bind(permanents)
     .bind(now.0)
+    .bind(said)
     .execute(conn)
     .await?;
     Ok(())
@@ -257,6 +471,7 @@ fn inbound_message(
         provider_message_id: Some(m.provider_message_id.clone()),
         error: None,
         retry_at: None,
+        details: None,
     };
     let message = Message {
         id,

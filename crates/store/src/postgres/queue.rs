@@ -1,12 +1,14 @@
 //! The dispatch queue: claims, the dispatcher's outcomes, cancellation, released leases.
 //!
 //! Locks are always taken in the same order, so that these transactions cannot deadlock on one
-//! another: provider-id locks, then job rows, then message rows (by id), then the feed lock.
+//! another: provider-id locks, then job rows, then message rows (by id), then the rows of their
+//! parts (`message_parts`, written only by whoever holds the message row), then the feed lock.
 
-use super::provider::{apply_receipt, take_pending_receipts};
+use super::provider::{Parts, ReceiptRow, apply_receipt, insert_parts, take_pending_receipts};
 use super::rows::{self, message_columns};
 use super::timeline::{Observation, Timeline};
 use super::{lock_provider_ids, map_write_error};
+use crate::parts;
 use crate::{CancelOutcome, ClaimBatch, ClaimedJob, DispatchOutcome, OutcomeKind, Result};
 use parley_domain::{ErrorInfo, EventKind, MessageId, MessageState, Millis, WorkspaceId};
 use sqlx::Row;
@@ -152,10 +154,13 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
             accounts.insert(row.try_get::<String, _>("id")?, row.try_get::<String, _>("channel_account_id")?);
         }
         for o in &outcomes {
-            if let (OutcomeKind::Sent { provider_message_id }, Some(account)) =
+            if let (OutcomeKind::Sent { provider_message_id, part_ids }, Some(account)) =
                 (&o.kind, accounts.get(&o.message_id.to_string()))
             {
-                sent_pairs.push((account.clone(), provider_message_id.clone()));
+                // Every part's id: kept receipts of any part are taken below.
+                for id in std::iter::once(provider_message_id).chain(part_ids) {
+                    sent_pairs.push((account.clone(), id.clone()));
+                }
             }
         }
         lock_provider_ids(&mut tx, &sent_pairs).await?;
@@ -174,6 +179,22 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
         jobs.insert(id, JobState { lease_owner: row.try_get("lease_owner")?, attempt: row.try_get("attempt")? });
     }
     let mut timeline = Timeline::new(rows::lock_messages(&mut tx, &ids).await?);
+    // The parts of messages sent in several, kept before their kept receipts are applied.
+    let mut split = Vec::new();
+    for o in &outcomes {
+        if let (OutcomeKind::Sent { part_ids, .. }, Some(message)) = (&o.kind, timeline.get(o.message_id))
+            && let Some(parts) = parts::of_outcome(part_ids)
+        {
+            split.push((o.message_id, message.channel_account_id.to_string(), parts));
+        }
+    }
+    let mut parts = Parts::default();
+    if !split.is_empty() {
+        insert_parts(&mut tx, &split).await?;
+        let ids: Vec<String> =
+            split.iter().map(|(id, _, _)| *id).collect::<BTreeSet<_>>().iter().map(ToString::to_string).collect();
+        parts = Parts::load(&mut tx, &ids).await?;
+    }
     let mut pending = take_pending_receipts(&mut tx, &sent_pairs).await?;
 
     let mut finished = BTreeSet::new();
@@ -200,7 +221,7 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
             ..Observation::default()
         };
         match o.kind {
-            OutcomeKind::Sent { provider_message_id } => {
+            OutcomeKind::Sent { provider_message_id, .. } => {
                 let applied = timeline.record(
                     id,
                     EventKind::Sent,
@@ -215,8 +236,19 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
                 }
                 finished.insert(id);
                 requeued.remove(&id);
-                for receipt in pending.remove(&(account, provider_message_id.clone())).unwrap_or_default() {
-                    apply_receipt(&mut timeline, id, &provider_message_id, &receipt, o.at);
+                let mut part_ids = parts.ids_of(id);
+                if part_ids.is_empty() {
+                    part_ids.push(provider_message_id);
+                }
+                let mut receipts: Vec<ReceiptRow> = part_ids
+                    .into_iter()
+                    .flat_map(|pid| pending.remove(&(account.clone(), pid)).unwrap_or_default())
+                    .collect();
+                receipts.sort_by_key(|r| (r.occurred_at, r.id));
+                for receipt in receipts {
+                    if !parts.apply(&mut timeline, id, &receipt, o.at) {
+                        apply_receipt(&mut timeline, id, &receipt, o.at);
+                    }
                 }
             }
             OutcomeKind::Retry { error, retry_at } => {
@@ -269,6 +301,7 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
         .await?;
     }
     delete_jobs(&mut tx, &finished).await?;
+    parts.save(&mut tx).await?;
     timeline.flush(&mut tx).await?;
     tx.commit().await?;
     Ok(())

@@ -18,7 +18,7 @@ macro_rules! api_key_columns {
 macro_rules! channel_account_columns {
     () => {
         "id, workspace_id, channel, provider, name, config, rate_limit_per_second, max_in_flight, is_default, \
-         created_at, updated_at"
+         created_at, updated_at, credentials, credentials_hint, deleted_at"
     };
 }
 
@@ -104,10 +104,12 @@ pub(super) async fn revoke_api_key(
 pub(super) async fn create_channel_account(pool: &PgPool, a: &ChannelAccount) -> Result<()> {
     let config = serde_json::to_string(&a.config)
         .map_err(|e| StoreError::Database(format!("cannot serialise channel account config: {e}")))?;
+    let mut tx = pool.begin().await?;
+    take_default(&mut tx, a).await?;
     sqlx::query(concat!(
         "INSERT INTO channel_accounts (",
         channel_account_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
     ))
     .bind(a.id.to_string())
     .bind(a.workspace_id.to_string())
@@ -120,10 +122,69 @@ pub(super) async fn create_channel_account(pool: &PgPool, a: &ChannelAccount) ->
     .bind(a.is_default)
     .bind(a.created_at.0)
     .bind(a.updated_at.0)
-    .execute(pool)
+    .bind(&a.credentials)
+    .bind(a.credentials_hint.as_ref().map(|h| h.to_string()))
+    .bind(a.deleted_at.map(|t| t.0))
+    .execute(&mut *tx)
     .await
     .map_err(map_write_error)?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// When `a` is to be its channel's default, the workspace's other accounts of the channel stop
+/// being it.
+async fn take_default(conn: &mut sqlx::PgConnection, a: &ChannelAccount) -> Result<()> {
+    if a.is_default && a.deleted_at.is_none() {
+        sqlx::query(
+            "UPDATE channel_accounts SET is_default = FALSE WHERE workspace_id = $1 AND channel = $2 AND id <> $3 \
+             AND is_default",
+        )
+        .bind(a.workspace_id.to_string())
+        .bind(a.channel.as_str())
+        .bind(a.id.to_string())
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn update_channel_account(pool: &PgPool, a: &ChannelAccount) -> Result<bool> {
+    let config = serde_json::to_string(&a.config)
+        .map_err(|e| StoreError::Database(format!("cannot serialise channel account config: {e}")))?;
+    let mut tx = pool.begin().await?;
+    let exists = sqlx::query(
+        "SELECT 1 FROM channel_accounts WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(a.id.to_string())
+    .bind(a.workspace_id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some();
+    if !exists {
+        return Ok(false);
+    }
+    take_default(&mut tx, a).await?;
+    sqlx::query(
+        "UPDATE channel_accounts SET name = $3, config = $4, rate_limit_per_second = $5, max_in_flight = $6, \
+         is_default = $7, updated_at = $8, credentials = $9, credentials_hint = $10, deleted_at = $11 \
+         WHERE id = $1 AND workspace_id = $2",
+    )
+    .bind(a.id.to_string())
+    .bind(a.workspace_id.to_string())
+    .bind(&a.name)
+    .bind(config)
+    .bind(i64::from(a.rate_limit_per_second))
+    .bind(i64::from(a.max_in_flight))
+    .bind(a.is_default && a.deleted_at.is_none())
+    .bind(a.updated_at.0)
+    .bind(&a.credentials)
+    .bind(a.credentials_hint.as_ref().map(|h| h.to_string()))
+    .bind(a.deleted_at.map(|t| t.0))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn get_channel_account(
@@ -134,7 +195,7 @@ pub(super) async fn get_channel_account(
     let row = sqlx::query(concat!(
         "SELECT ",
         channel_account_columns!(),
-        " FROM channel_accounts WHERE workspace_id = $1 AND id = $2"
+        " FROM channel_accounts WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
     ))
     .bind(workspace.to_string())
     .bind(id.to_string())
@@ -144,10 +205,13 @@ pub(super) async fn get_channel_account(
 }
 
 pub(super) async fn all_channel_accounts(pool: &PgPool) -> Result<Vec<ChannelAccount>> {
-    let rows =
-        sqlx::query(concat!("SELECT ", channel_account_columns!(), " FROM channel_accounts ORDER BY created_at, id"))
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        channel_account_columns!(),
+        " FROM channel_accounts WHERE deleted_at IS NULL ORDER BY created_at, id"
+    ))
+    .fetch_all(pool)
+    .await?;
     rows.iter().map(rows::channel_account_from_row).collect()
 }
 
@@ -155,7 +219,7 @@ pub(super) async fn list_channel_accounts(pool: &PgPool, workspace: WorkspaceId)
     let rows = sqlx::query(concat!(
         "SELECT ",
         channel_account_columns!(),
-        " FROM channel_accounts WHERE workspace_id = $1 ORDER BY created_at, id"
+        " FROM channel_accounts WHERE workspace_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
     ))
     .bind(workspace.to_string())
     .fetch_all(pool)
@@ -244,7 +308,7 @@ pub(super) async fn events_after(
     let rows = sqlx::query(
         "SELECT e.position, m.channel, e.id, e.message_id, e.workspace_id, e.sequence, e.kind, e.occurred_at, \
          e.recorded_at, e.applied, e.attempt, e.provider_message_id, e.error_code, e.error_detail, \
-         e.error_permanent, e.retry_at \
+         e.error_permanent, e.retry_at, e.details \
          FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
          WHERE e.workspace_id = $1 AND e.position > $2 ORDER BY e.position LIMIT $3",
     )
@@ -312,7 +376,7 @@ pub(super) async fn metrics_snapshot(pool: &PgPool, now: Millis) -> Result<Metri
 pub(super) async fn delivery_latencies_ms(pool: &PgPool, workspace: WorkspaceId) -> Result<Vec<i64>> {
     let latencies: Vec<i64> = sqlx::query_scalar(
         "SELECT min(e.occurred_at) - m.created_at FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
-         WHERE e.workspace_id = $1 AND e.kind = 'delivered' GROUP BY m.id, m.created_at",
+         WHERE e.workspace_id = $1 AND e.kind = 'delivered' AND (e.details IS NULL OR NOT (e.details::jsonb ? 'part')) GROUP BY m.id, m.created_at",
     )
     .bind(workspace.to_string())
     .fetch_all(pool)
@@ -401,7 +465,7 @@ pub(super) async fn outbound_analytics(
         "SELECT m.id, m.channel, m.channel_account_id, \
          CASE WHEN m.content::json ->> 'type' = 'template' THEN m.content::json ->> 'name' END AS template, \
          m.status, m.error_code, m.created_at, \
-         (SELECT min(e.occurred_at) FROM message_events AS e WHERE e.message_id = m.id AND e.kind = 'delivered') \
+         (SELECT min(e.occurred_at) FROM message_events AS e WHERE e.message_id = m.id AND e.kind = 'delivered' AND (e.details IS NULL OR NOT (e.details::jsonb ? 'part'))) \
            AS first_delivered_at, \
          EXISTS (SELECT 1 FROM messages AS i WHERE i.direction = 'inbound' \
                  AND i.channel_account_id = m.channel_account_id AND i.from_address = m.to_address \

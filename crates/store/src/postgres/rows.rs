@@ -24,7 +24,7 @@ pub(super) use message_columns;
 macro_rules! event_columns {
     () => {
         "id, message_id, workspace_id, sequence, kind, occurred_at, recorded_at, applied, attempt, \
-         provider_message_id, error_code, error_detail, error_permanent, retry_at"
+         provider_message_id, error_code, error_detail, error_permanent, retry_at, details"
     };
 }
 pub(super) use event_columns;
@@ -115,6 +115,15 @@ pub(super) fn channel_account_from_row(row: &PgRow) -> Result<ChannelAccount> {
         is_default: row.try_get("is_default")?,
         created_at: millis(row, "created_at")?,
         updated_at: millis(row, "updated_at")?,
+        credentials: row.try_get("credentials")?,
+        credentials_hint: match row.try_get::<Option<String>, _>("credentials_hint")? {
+            Some(hint) => Some(
+                serde_json::from_str(&hint)
+                    .map_err(|e| StoreError::Corrupt(format!("channel account credentials hint: {e}")))?,
+            ),
+            None => None,
+        },
+        deleted_at: row.try_get::<Option<i64>, _>("deleted_at")?.map(Millis),
     })
 }
 
@@ -165,6 +174,7 @@ pub(super) fn event_from_row(row: &PgRow) -> Result<MessageEvent> {
         provider_message_id: row.try_get("provider_message_id")?,
         error: error_info(row)?,
         retry_at: opt_millis(row, "retry_at")?,
+        details: crate::parts::parse_details(row.try_get("details")?)?,
     })
 }
 
@@ -337,6 +347,7 @@ pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent<'_
     let mut error_details = Vec::with_capacity(n);
     let mut error_permanents = Vec::with_capacity(n);
     let mut retry_ats = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
     for NewEvent { workspace_id, event: e } in events {
         ids.push(e.id.to_string());
         message_ids.push(e.message_id.to_string());
@@ -352,13 +363,14 @@ pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent<'_
         error_details.push(e.error.as_ref().map(|e| e.detail.as_str()));
         error_permanents.push(e.error.as_ref().map(|e| e.permanent));
         retry_ats.push(e.retry_at.map(|t| t.0));
+        details.push(e.details.as_ref().map(ToString::to_string));
     }
     sqlx::query(concat!(
         "INSERT INTO message_events (",
         event_columns!(),
         ") SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], \
          $7::bigint[], $8::boolean[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::boolean[], \
-         $14::bigint[])"
+         $14::bigint[], $15::text[])"
     ))
     .bind(ids)
     .bind(message_ids)
@@ -374,6 +386,7 @@ pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent<'_
     .bind(error_details)
     .bind(error_permanents)
     .bind(retry_ats)
+    .bind(details)
     .execute(conn)
     .await
     .map_err(super::map_write_error)?;

@@ -16,6 +16,9 @@ pub(super) struct Observation {
     pub provider_message_id: Option<String>,
     pub error: Option<ErrorInfo>,
     pub retry_at: Option<Millis>,
+    pub details: Option<serde_json::Value>,
+    /// Recorded without moving the message whatever its kind (a receipt for one of its parts).
+    pub never_applied: bool,
 }
 
 #[derive(Default)]
@@ -47,7 +50,8 @@ impl Timeline {
     /// the message is not loaded.
     pub fn record(&mut self, id: MessageId, kind: EventKind, observation: Observation) -> Option<bool> {
         let message = self.messages.get_mut(&id)?;
-        let applied = kind.state().is_some_and(|next| message.status.can_advance_to(next));
+        let applied =
+            !observation.never_applied && kind.state().is_some_and(|next| message.status.can_advance_to(next));
         if applied && let Some(next) = kind.state() {
             message.status = next;
             // The error that ended the message (none for a cancel), replacing a transient one.
@@ -69,6 +73,7 @@ impl Timeline {
             provider_message_id: observation.provider_message_id,
             error: observation.error,
             retry_at: observation.retry_at,
+            details: observation.details,
         });
         self.changed.insert(id);
         Some(applied)

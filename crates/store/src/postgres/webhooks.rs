@@ -586,7 +586,7 @@ pub(super) async fn feed_events_by_id(
     let rows = sqlx::query(
         "SELECT e.position, m.channel, e.id, e.message_id, e.workspace_id, e.sequence, e.kind, e.occurred_at, \
          e.recorded_at, e.applied, e.attempt, e.provider_message_id, e.error_code, e.error_detail, \
-         e.error_permanent, e.retry_at \
+         e.error_permanent, e.retry_at, e.details \
          FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
          WHERE e.id = ANY($2::text[]) AND e.workspace_id = $1 ORDER BY e.position",
     )

@@ -33,6 +33,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_awaiting_receipt_index.sql")),
     (4, include_str!("../../migrations/sqlite/0004_webhooks.sql")),
     (5, include_str!("../../migrations/sqlite/0005_analytics_index.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_channel_account_credentials.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_message_parts.sql")),
 ];
 
 /// Writes applied in one transaction, at most.
@@ -304,6 +306,11 @@ impl Store for SqliteStore {
     async fn create_channel_account(&self, account: &ChannelAccount) -> Result<()> {
         let a = account.clone();
         self.write(move |c| writes::create_channel_account(c, &a)).await
+    }
+
+    async fn update_channel_account(&self, account: &ChannelAccount) -> Result<bool> {
+        let a = account.clone();
+        self.write(move |c| writes::update_channel_account(c, &a)).await
     }
 
     async fn get_channel_account(

@@ -45,7 +45,8 @@ pub fn get_channel_account(
     id: ChannelAccountId,
 ) -> Result<Option<ChannelAccount>> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT {CHANNEL_ACCOUNT_COLUMNS} FROM channel_accounts WHERE id = ?1 AND workspace_id = ?2"
+        "SELECT {CHANNEL_ACCOUNT_COLUMNS} FROM channel_accounts WHERE id = ?1 AND workspace_id = ?2 \
+         AND deleted_at IS NULL"
     ))?;
     let mut rows = st.query([id.to_string(), workspace.to_string()])?;
     rows.next()?.map(rows::channel_account).transpose()
@@ -53,8 +54,8 @@ pub fn get_channel_account(
 
 pub fn list_channel_accounts(c: &Connection, workspace: Option<WorkspaceId>) -> Result<Vec<ChannelAccount>> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT {CHANNEL_ACCOUNT_COLUMNS} FROM channel_accounts WHERE ?1 IS NULL OR workspace_id = ?1 \
-         ORDER BY created_at, id"
+        "SELECT {CHANNEL_ACCOUNT_COLUMNS} FROM channel_accounts WHERE (?1 IS NULL OR workspace_id = ?1) \
+         AND deleted_at IS NULL ORDER BY created_at, id"
     ))?;
     let mut rows = st.query([workspace.map(|w| w.to_string())])?;
     let mut out = Vec::new();
@@ -141,10 +142,10 @@ pub fn events_after(c: &Connection, workspace: WorkspaceId, after: i64, limit: u
     let mut rows = st.query(params![workspace.to_string(), after, limit])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let channel: String = row.get(14)?;
+        let channel: String = row.get(rows::EVENT_COLUMN_COUNT + 1)?;
         out.push(FeedEvent {
             event: rows::event(row)?,
-            position: row.get(13)?,
+            position: row.get(rows::EVENT_COLUMN_COUNT)?,
             channel: Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
         });
     }
@@ -199,7 +200,7 @@ pub fn metrics_snapshot(c: &Connection, now: Millis) -> Result<MetricsSnapshot> 
 pub fn delivery_latencies_ms(c: &Connection, workspace: WorkspaceId) -> Result<Vec<i64>> {
     let mut st = c.prepare_cached(
         "SELECT MIN(e.occurred_at) - m.created_at FROM message_events e JOIN messages m ON m.id = e.message_id \
-         WHERE e.workspace_id = ?1 AND e.kind = 'delivered' GROUP BY e.message_id, m.created_at",
+         WHERE e.workspace_id = ?1 AND e.kind = 'delivered' AND json_extract(e.details, '$.part') IS NULL GROUP BY e.message_id, m.created_at",
     )?;
     let mut rows = st.query([workspace.to_string()])?;
     let mut out = Vec::new();
@@ -282,7 +283,7 @@ pub fn outbound_analytics(
         "SELECT m.id, m.channel, m.channel_account_id, \
          CASE WHEN json_extract(m.content, '$.type') = 'template' THEN json_extract(m.content, '$.name') END, \
          m.status, m.error_code, m.created_at, \
-         (SELECT MIN(e.occurred_at) FROM message_events e WHERE e.message_id = m.id AND e.kind = 'delivered'), \
+         (SELECT MIN(e.occurred_at) FROM message_events e WHERE e.message_id = m.id AND e.kind = 'delivered' AND json_extract(e.details, '$.part') IS NULL), \
          EXISTS (SELECT 1 FROM messages i WHERE i.direction = 'inbound' \
                  AND i.channel_account_id = m.channel_account_id AND i.from_address = m.to_address \
                  AND i.created_at >= m.created_at AND i.created_at < m.created_at + ?4 \

@@ -73,7 +73,11 @@ pub fn progress(row: &Row<'_>) -> Result<Progress> {
 }
 
 pub const EVENT_COLUMNS: &str = "id, message_id, sequence, kind, occurred_at, recorded_at, applied, attempt, \
-     provider_message_id, error_code, error_detail, error_permanent, retry_at";
+     provider_message_id, error_code, error_detail, error_permanent, retry_at, details";
+
+/// How many columns [`EVENT_COLUMNS`] names: a query that selects more after them finds those
+/// from this index on.
+pub const EVENT_COLUMN_COUNT: usize = 14;
 
 pub fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} '{value}'"))
@@ -151,6 +155,7 @@ pub fn event(row: &Row<'_>) -> Result<MessageEvent> {
         provider_message_id: row.get(8)?,
         error: error_info(row.get(9)?, row.get(10)?, row.get(11)?),
         retry_at: row.get::<_, Option<i64>>(12)?.map(Millis),
+        details: crate::parts::parse_details(row.get(13)?)?,
     })
 }
 
@@ -179,7 +184,7 @@ pub fn api_key(row: &Row<'_>) -> Result<ApiKey> {
 }
 
 pub const CHANNEL_ACCOUNT_COLUMNS: &str = "id, workspace_id, channel, provider, name, config, rate_limit_per_second, \
-     max_in_flight, is_default, created_at, updated_at";
+     max_in_flight, is_default, created_at, updated_at, credentials, credentials_hint, deleted_at";
 
 pub fn channel_account(row: &Row<'_>) -> Result<ChannelAccount> {
     let config: String = row.get(5)?;
@@ -195,5 +200,13 @@ pub fn channel_account(row: &Row<'_>) -> Result<ChannelAccount> {
         is_default: row.get(8)?,
         created_at: Millis(row.get(9)?),
         updated_at: Millis(row.get(10)?),
+        credentials: row.get(11)?,
+        credentials_hint: match row.get::<_, Option<String>>(12)? {
+            Some(hint) => {
+                Some(serde_json::from_str(&hint).map_err(|_| corrupt("channel account credentials hint", &hint))?)
+            }
+            None => None,
+        },
+        deleted_at: row.get::<_, Option<i64>>(13)?.map(Millis),
     })
 }

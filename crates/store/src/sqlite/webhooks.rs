@@ -414,10 +414,10 @@ pub fn feed_events_by_id(c: &Connection, workspace: WorkspaceId, ids: &[EventId]
          WHERE e.id IN (SELECT value FROM json_each(?1)) AND +e.workspace_id = ?2 ORDER BY e.position"
     ))?;
     collect(st.query(params![id_list(ids.iter()), workspace.to_string()])?, |row| {
-        let channel: String = row.get(14)?;
+        let channel: String = row.get(rows::EVENT_COLUMN_COUNT + 1)?;
         Ok(FeedEvent {
             event: rows::event(row)?,
-            position: row.get(13)?,
+            position: row.get(rows::EVENT_COLUMN_COUNT)?,
             channel: Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
         })
     })

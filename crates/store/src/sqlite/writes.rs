@@ -2,6 +2,7 @@
 
 use super::reads::events_of;
 use super::rows::{self, MESSAGE_COLUMNS, PROGRESS_COLUMNS, Progress, write_error};
+use crate::parts::{self, Part};
 use crate::{
     ApiKey, CancelOutcome, ChannelAccount, ClaimBatch, ClaimedJob, CreateMessages, CreateOutcome, DispatchOutcome,
     IDEMPOTENCY_TTL_MS, OutcomeKind, Result, Workspace,
@@ -50,9 +51,11 @@ pub fn revoke_api_key(c: &Connection, workspace: WorkspaceId, id: ApiKeyId, now:
 }
 
 pub fn create_channel_account(c: &Connection, a: &ChannelAccount) -> Result<()> {
+    take_default(c, a)?;
     c.prepare_cached(
         "INSERT INTO channel_accounts (id, workspace_id, channel, provider, name, config, rate_limit_per_second, \
-         max_in_flight, is_default, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         max_in_flight, is_default, created_at, updated_at, credentials, credentials_hint, deleted_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         a.id.to_string(),
@@ -65,10 +68,55 @@ pub fn create_channel_account(c: &Connection, a: &ChannelAccount) -> Result<()> 
         a.max_in_flight,
         a.is_default,
         a.created_at.0,
-        a.updated_at.0
+        a.updated_at.0,
+        a.credentials,
+        a.credentials_hint.as_ref().map(|h| h.to_string()),
+        a.deleted_at.map(|t| t.0)
     ])
     .map_err(write_error)?;
     Ok(())
+}
+
+/// When `a` is to be its channel's default, the workspace's other accounts of the channel stop
+/// being it.
+fn take_default(c: &Connection, a: &ChannelAccount) -> Result<()> {
+    if a.is_default && a.deleted_at.is_none() {
+        c.prepare_cached(
+            "UPDATE channel_accounts SET is_default = 0 WHERE workspace_id = ?1 AND channel = ?2 AND id <> ?3 \
+             AND is_default = 1",
+        )?
+        .execute(params![a.workspace_id.to_string(), a.channel.as_str(), a.id.to_string()])?;
+    }
+    Ok(())
+}
+
+pub fn update_channel_account(c: &Connection, a: &ChannelAccount) -> Result<bool> {
+    let exists = c
+        .prepare_cached("SELECT 1 FROM channel_accounts WHERE id = ?1 AND workspace_id = ?2 AND deleted_at IS NULL")?
+        .exists(params![a.id.to_string(), a.workspace_id.to_string()])?;
+    if !exists {
+        return Ok(false);
+    }
+    take_default(c, a)?;
+    c.prepare_cached(
+        "UPDATE channel_accounts SET name = ?3, config = ?4, rate_limit_per_second = ?5, max_in_flight = ?6, \
+         is_default = ?7, updated_at = ?8, credentials = ?9, credentials_hint = ?10, deleted_at = ?11 \
+         WHERE id = ?1 AND workspace_id = ?2",
+    )?
+    .execute(params![
+        a.id.to_string(),
+        a.workspace_id.to_string(),
+        a.name,
+        a.config.to_string(),
+        a.rate_limit_per_second,
+        a.max_in_flight,
+        a.is_default && a.deleted_at.is_none(),
+        a.updated_at.0,
+        a.credentials,
+        a.credentials_hint.as_ref().map(|h| h.to_string()),
+        a.deleted_at.map(|t| t.0)
+    ])?;
+    Ok(true)
 }
 
 fn insert_message(c: &Connection, m: &Message) -> Result<()> {
@@ -109,8 +157,8 @@ fn insert_message(c: &Connection, m: &Message) -> Result<()> {
 fn insert_event(c: &Connection, workspace: WorkspaceId, e: &MessageEvent) -> Result<()> {
     c.prepare_cached(
         "INSERT INTO message_events (id, message_id, workspace_id, sequence, kind, occurred_at, recorded_at, applied, \
-         attempt, provider_message_id, error_code, error_detail, error_permanent, retry_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         attempt, provider_message_id, error_code, error_detail, error_permanent, retry_at, details) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         e.id.to_string(),
@@ -126,7 +174,8 @@ fn insert_event(c: &Connection, workspace: WorkspaceId, e: &MessageEvent) -> Res
         e.error.as_ref().map(|x| x.code.as_str()),
         e.error.as_ref().map(|x| x.detail.as_str()),
         e.error.as_ref().map(|x| x.permanent),
-        e.retry_at.map(|t| t.0)
+        e.retry_at.map(|t| t.0),
+        e.details.as_ref().map(|d| d.to_string())
     ])
     .map_err(write_error)?;
     Ok(())
@@ -139,6 +188,9 @@ struct EventExtra {
     provider_message_id: Option<String>,
     error: Option<ErrorInfo>,
     retry_at: Option<Millis>,
+    details: Option<serde_json::Value>,
+    /// Recorded without moving the message whatever its kind (a receipt for one of its parts).
+    never_applied: bool,
 }
 
 /// Record an event on `m` (in memory and in the events table) and move its state when the event
@@ -153,7 +205,7 @@ fn append_event(
     now: Millis,
     extra: EventExtra,
 ) -> Result<bool> {
-    let applied = kind.state().is_some_and(|s| m.status.can_advance_to(s));
+    let applied = !extra.never_applied && kind.state().is_some_and(|s| m.status.can_advance_to(s));
     m.sequence += 1;
     let event = MessageEvent {
         id: EventId::new(),
@@ -167,6 +219,7 @@ fn append_event(
         provider_message_id: extra.provider_message_id,
         error: extra.error.clone(),
         retry_at: extra.retry_at,
+        details: extra.details,
     };
     insert_event(c, m.workspace_id, &event)?;
     if let (true, Some(state)) = (applied, kind.state()) {
@@ -389,7 +442,7 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
         let Some(mut m) = load_progress(c, o.message_id)? else { continue };
         let attempt = Some(o.attempt);
         match &o.kind {
-            OutcomeKind::Sent { provider_message_id } => {
+            OutcomeKind::Sent { provider_message_id, part_ids } => {
                 let extra = EventExtra {
                     attempt,
                     provider_message_id: Some(provider_message_id.clone()),
@@ -403,6 +456,9 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                     m.error = None;
                 }
                 delete_job(c, o.message_id)?;
+                if let Some(parts) = parts::of_outcome(part_ids) {
+                    insert_parts(c, &m, &parts)?;
+                }
                 if receipts_kept {
                     apply_pending_receipts(c, &mut m, o.at)?;
                 }
@@ -462,31 +518,151 @@ fn apply_receipt(c: &Connection, m: &mut Progress, r: &Receipt, now: Millis) -> 
     let extra = EventExtra {
         provider_message_id: Some(r.provider_message_id.clone()),
         error: r.error.clone(),
+        details: r.details.clone(),
         ..Default::default()
     };
     append_event(c, m, EventKind::from(r.state), r.occurred_at, now, extra)?;
     Ok(())
 }
 
+/// Keep the parts of a message that was just sent. A part already kept for this message (a
+/// second `sent` outcome for it) keeps its state; one of another message (the provider reused
+/// the id) starts again.
+fn insert_parts(c: &Connection, m: &Progress, parts: &[Part]) -> Result<()> {
+    let mut st = c.prepare_cached(
+        "INSERT INTO message_parts (channel_account_id, provider_message_id, message_id, part_index, part_count, \
+         state, error_code, error_detail, error_permanent) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, NULL, NULL) \
+         ON CONFLICT (channel_account_id, provider_message_id) DO UPDATE SET \
+         state = CASE WHEN message_id = excluded.message_id THEN state END, \
+         error_code = CASE WHEN message_id = excluded.message_id THEN error_code END, \
+         error_detail = CASE WHEN message_id = excluded.message_id THEN error_detail END, \
+         error_permanent = CASE WHEN message_id = excluded.message_id THEN error_permanent END, \
+         message_id = excluded.message_id, part_index = excluded.part_index, part_count = excluded.part_count",
+    )?;
+    for p in parts {
+        st.execute(params![
+            m.channel_account_id.to_string(),
+            p.provider_message_id,
+            m.id.to_string(),
+            p.index,
+            p.count
+        ])?;
+    }
+    Ok(())
+}
+
+/// The message that the part (account, provider id) belongs to, if it is one.
+fn find_part(c: &Connection, r: &Receipt) -> Result<Option<MessageId>> {
+    let id: Option<String> = c
+        .prepare_cached(
+            "SELECT message_id FROM message_parts WHERE channel_account_id = ?1 AND provider_message_id = ?2",
+        )?
+        .query_row(params![r.channel_account_id.to_string(), r.provider_message_id], |row| row.get(0))
+        .optional()?;
+    id.map(|id| MessageId::parse(&id).map_err(|_| rows::corrupt("message id", &id))).transpose()
+}
+
+/// Every part of the message, in order (none for a single-part message).
+fn parts_of(c: &Connection, id: MessageId) -> Result<Vec<Part>> {
+    let mut st = c.prepare_cached(
+        "SELECT provider_message_id, part_index, part_count, state, error_code, error_detail, error_permanent \
+         FROM message_parts WHERE message_id = ?1 ORDER BY part_index",
+    )?;
+    let mut found = st.query([id.to_string()])?;
+    let mut parts = Vec::new();
+    while let Some(row) = found.next()? {
+        let state: Option<String> = row.get(3)?;
+        let (code, detail, permanent): (Option<String>, Option<String>, Option<bool>) =
+            (row.get(4)?, row.get(5)?, row.get(6)?);
+        parts.push(Part {
+            provider_message_id: row.get(0)?,
+            index: row.get(1)?,
+            count: row.get(2)?,
+            state: state.map(|s| MessageState::parse(&s).ok_or_else(|| rows::corrupt("part state", &s))).transpose()?,
+            error: code.map(|code| ErrorInfo {
+                code,
+                detail: detail.unwrap_or_default(),
+                permanent: permanent.unwrap_or(false),
+            }),
+        });
+    }
+    Ok(parts)
+}
+
+/// Apply a receipt for one part of `m` (see [`crate::Store::record_receipts`]). The parts are
+/// read from the database each time: a batch may run twice, and several receipts of one batch
+/// may be for the same message.
+fn apply_part_receipt(c: &Connection, m: &mut Progress, r: &Receipt, now: Millis) -> Result<()> {
+    let mut parts = parts_of(c, m.id)?;
+    let Some(step) = parts::apply(&mut parts, &r.provider_message_id, r.state, r.error.as_ref()) else {
+        // Not one of its parts after all: a receipt for the message itself.
+        return apply_receipt(c, m, r, now);
+    };
+    if step.changed
+        && let Some(part) = parts.iter().find(|p| p.provider_message_id == r.provider_message_id)
+    {
+        c.prepare_cached(
+            "UPDATE message_parts SET state = ?3, error_code = ?4, error_detail = ?5, error_permanent = ?6 \
+             WHERE channel_account_id = ?1 AND provider_message_id = ?2",
+        )?
+        .execute(params![
+            m.channel_account_id.to_string(),
+            part.provider_message_id,
+            part.state.map(MessageState::as_str),
+            part.error.as_ref().map(|e| e.code.as_str()),
+            part.error.as_ref().map(|e| e.detail.as_str()),
+            part.error.as_ref().map(|e| e.permanent)
+        ])?;
+    }
+    let extra = EventExtra {
+        provider_message_id: Some(r.provider_message_id.clone()),
+        error: r.error.clone(),
+        details: Some(parts::part_details(r.details.as_ref(), step.index, step.count)),
+        never_applied: true,
+        ..Default::default()
+    };
+    append_event(c, m, EventKind::from(r.state), r.occurred_at, now, extra)?;
+    if let Some(resolution) = step.resolution {
+        let extra = EventExtra {
+            provider_message_id: m.provider_message_id.clone(),
+            error: resolution.error,
+            details: Some(serde_json::json!({ "parts": step.count })),
+            ..Default::default()
+        };
+        append_event(c, m, EventKind::from(resolution.state), r.occurred_at, now, extra)?;
+    }
+    Ok(())
+}
+
+/// Apply the kept receipts of a message just sent: those of its provider id, or of every one of
+/// its parts' ids, in the order they happened.
 fn apply_pending_receipts(c: &Connection, m: &mut Progress, now: Millis) -> Result<()> {
     let Some(provider_id) = m.provider_message_id.clone() else { return Ok(()) };
-    // (row id, state, occurred_at, error code, error detail, error permanent)
-    type PendingRow = (i64, String, i64, Option<String>, Option<String>, Option<bool>);
+    let parts = parts_of(c, m.id)?;
+    let ids: Vec<String> = if parts.is_empty() {
+        vec![provider_id]
+    } else {
+        parts.iter().map(|p| p.provider_message_id.clone()).collect()
+    };
+    // (row id, provider id, state, occurred_at, error code, error detail, error permanent, details)
+    type PendingRow = (i64, String, String, i64, Option<String>, Option<String>, Option<bool>, Option<String>);
     let pending: Vec<PendingRow> = {
         let mut st = c.prepare_cached(
-            "SELECT id, state, occurred_at, error_code, error_detail, error_permanent FROM pending_receipts \
-             WHERE channel_account_id = ?1 AND provider_message_id = ?2 ORDER BY occurred_at, id",
+            "SELECT id, provider_message_id, state, occurred_at, error_code, error_detail, error_permanent, details \
+             FROM pending_receipts WHERE channel_account_id = ?1 \
+             AND provider_message_id IN (SELECT value FROM json_each(?2)) ORDER BY occurred_at, id",
         )?;
-        let mapped = st.query_map(params![m.channel_account_id.to_string(), provider_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        let ids = serde_json::to_string(&ids).map_err(|e| crate::StoreError::Database(e.to_string()))?;
+        let mapped = st.query_map(params![m.channel_account_id.to_string(), ids], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
         })?;
         mapped.collect::<Result<_, _>>()?
     };
-    for (row_id, state, occurred_at, code, detail, permanent) in pending {
+    for (row_id, provider_message_id, state, occurred_at, code, detail, permanent, details) in pending {
         let state = MessageState::parse(&state).ok_or_else(|| rows::corrupt("receipt state", &state))?;
         let receipt = Receipt {
             channel_account_id: m.channel_account_id,
-            provider_message_id: provider_id.clone(),
+            provider_message_id,
             state,
             occurred_at: Millis(occurred_at),
             error: code.map(|code| ErrorInfo {
@@ -494,9 +670,13 @@ fn apply_pending_receipts(c: &Connection, m: &mut Progress, now: Millis) -> Resu
                 detail: detail.unwrap_or_default(),
                 permanent: permanent.unwrap_or(false),
             }),
-            details: None,
+            details: parts::parse_details(details)?,
         };
-        apply_receipt(c, m, &receipt, now)?;
+        if parts.is_empty() {
+            apply_receipt(c, m, &receipt, now)?;
+        } else {
+            apply_part_receipt(c, m, &receipt, now)?;
+        }
         c.prepare_cached("DELETE FROM pending_receipts WHERE id = ?1")?.execute([row_id])?;
     }
     Ok(())
@@ -513,6 +693,14 @@ fn find_by_provider_id(c: &Connection, r: &Receipt) -> Result<Option<Progress>> 
 
 pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Result<()> {
     for r in receipts {
+        // A part of a multi-part message (its first part's id is the message's provider id too).
+        if let Some(id) = find_part(c, r)?
+            && let Some(mut m) = load_progress(c, id)?
+        {
+            apply_part_receipt(c, &mut m, r, now)?;
+            write_progress(c, &m, false)?;
+            continue;
+        }
         match find_by_provider_id(c, r)? {
             Some(mut m) => {
                 apply_receipt(c, &mut m, r, now)?;
@@ -521,7 +709,8 @@ pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Res
             None => {
                 c.prepare_cached(
                     "INSERT INTO pending_receipts (channel_account_id, provider_message_id, state, occurred_at, \
-                     error_code, error_detail, error_permanent, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     error_code, error_detail, error_permanent, received_at, details) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
                 .execute(params![
                     r.channel_account_id.to_string(),
@@ -531,7 +720,8 @@ pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Res
                     r.error.as_ref().map(|e| e.code.as_str()),
                     r.error.as_ref().map(|e| e.detail.as_str()),
                     r.error.as_ref().map(|e| e.permanent),
-                    now.0
+                    now.0,
+                    r.details.as_ref().map(|d| d.to_string())
                 ])?;
             }
         }
@@ -596,6 +786,7 @@ pub fn record_inbound(c: &Connection, inbound: &[InboundMessage]) -> Result<Vec<
             provider_message_id: Some(i.provider_message_id.clone()),
             error: None,
             retry_at: None,
+            details: None,
         };
         insert_event(c, m.workspace_id, &event)?;
         m.events = Some(events_of(c, m.id)?);

@@ -12,7 +12,7 @@ fn inbound(account: ChannelAccountId, pid: &str, from: &str, at: Millis) -> Inbo
         provider_message_id: pid.into(),
         from: from.into(),
         to: None,
-        content: Content::Text { text: "thanks".into() },
+        content: Content::text("thanks"),
         received_at: at,
     }
 }
@@ -38,8 +38,12 @@ pub async fn rows_of_the_window_with_first_delivery_and_replies(f: Fixture) {
     let m1 = outbound(f.ws, f.sms, Channel::Sms, a, T0);
     // m2: a WhatsApp template to b, delivered then read; b answers, but on the SMS account.
     let mut m2 = outbound(f.ws, f.whatsapp, Channel::Whatsapp, b, T0.plus_millis(10));
-    m2.message.content =
-        Content::Template { name: "order_shipped".into(), language: "en".into(), variables: BTreeMap::new() };
+    m2.message.content = Content::Template {
+        name: "order_shipped".into(),
+        language: "en".into(),
+        variables: BTreeMap::new(),
+        components: vec![],
+    };
     // m3: SMS to c, refused for good; c answers exactly 24 h later (too late).
     let m3 = outbound(f.ws, f.sms, Channel::Sms, c, T0.plus_millis(20));
     // m4: SMS to d, still queued; d wrote one millisecond before it was created (not a reply).
@@ -55,8 +59,8 @@ pub async fn rows_of_the_window_with_first_delivery_and_replies(f: Fixture) {
     assert_eq!(f.store.create_messages(request(f.ws, vec![m4], created)).await.unwrap(), CreateOutcome::Created);
     let at = T0.plus_millis(200);
     for (id, kind) in [
-        (ids[0], OutcomeKind::Sent { provider_message_id: "p1".into() }),
-        (ids[1], OutcomeKind::Sent { provider_message_id: "p2".into() }),
+        (ids[0], OutcomeKind::Sent { provider_message_id: "p1".into(), part_ids: Vec::new() }),
+        (ids[1], OutcomeKind::Sent { provider_message_id: "p2".into(), part_ids: Vec::new() }),
         (
             ids[2],
             OutcomeKind::Failed {

@@ -43,7 +43,14 @@ pub async fn messages_with_events_loads_the_workspaces_messages_with_their_timel
     let sent = f.send("+4915133333333", T0).await;
     // Claims serve every workspace: the other one's message is claimed too.
     assert_eq!(f.claim("w", T0.plus_millis(10)).await.jobs.len(), 3);
-    f.outcome(sent, "w", 1, T0.plus_millis(20), OutcomeKind::Sent { provider_message_id: "p-1".into() }).await;
+    f.outcome(
+        sent,
+        "w",
+        1,
+        T0.plus_millis(20),
+        OutcomeKind::Sent { provider_message_id: "p-1".into(), part_ids: Vec::new() },
+    )
+    .await;
     f.outcome(queued, "w", 1, T0.plus_millis(20), OutcomeKind::Release { due_at: T0.plus_seconds(60) }).await;
 
     assert!(f.store.messages_with_events(f.ws, &[]).await.unwrap().is_empty());
@@ -90,7 +97,14 @@ pub async fn a_message_as_of_each_event_is_what_the_store_said_then(f: Fixture) 
     assert_eq!(retrying.error, Some(transient));
     seen.push(retrying);
     assert_eq!(f.claim("w", retry_at).await.jobs.len(), 1, "claimed again, without an event");
-    f.outcome(id, "w", 2, T0.plus_seconds(21), OutcomeKind::Sent { provider_message_id: "p-7".into() }).await;
+    f.outcome(
+        id,
+        "w",
+        2,
+        T0.plus_seconds(21),
+        OutcomeKind::Sent { provider_message_id: "p-7".into(), part_ids: Vec::new() },
+    )
+    .await;
     let sent = bare(&f, id).await;
     assert_eq!((sent.status, sent.error.clone(), sent.attempts), (MessageState::Sent, None, 2));
     seen.push(sent);

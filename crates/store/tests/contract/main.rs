@@ -15,6 +15,7 @@ mod analytics;
 mod feed;
 mod messages;
 mod metrics;
+mod parts;
 mod pg_only;
 mod queue;
 mod schema;
@@ -86,6 +87,15 @@ contract_tests! {
             cancel_outcomes,
             claims_expire_old_messages_and_queue_scheduled_ones,
             inbound_messages_are_stored_once,
+        ],
+        parts: [
+            receipt_details_are_kept_on_the_event,
+            parts_delivered_in_any_order_deliver_the_message_once,
+            a_part_undelivered_fails_the_message_once_all_parts_are_final,
+            part_receipts_before_the_sent_outcome_are_applied_when_it_lands,
+            a_duplicate_part_receipt_changes_nothing,
+            single_part_messages_keep_no_parts,
+            concurrent_part_receipts_resolve_each_message_once,
         ],
         schema: [
             reopening_keeps_everything_and_migrates_once,

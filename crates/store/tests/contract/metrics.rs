@@ -51,7 +51,8 @@ pub async fn metrics_snapshot_counts_messages_and_claimable_jobs(f: Fixture) {
 
     // Outcomes end the jobs and move the counts; an inbound message counts in its channel.
     let at = T0.plus_millis(300);
-    f.outcome(claimed[0], "w", 1, at, OutcomeKind::Sent { provider_message_id: "p-1".into() }).await;
+    f.outcome(claimed[0], "w", 1, at, OutcomeKind::Sent { provider_message_id: "p-1".into(), part_ids: Vec::new() })
+        .await;
     let permanent = ErrorInfo { code: "sandbox:invalid_number".into(), detail: "no".into(), permanent: true };
     f.outcome(claimed[1], "w", 1, at, OutcomeKind::Failed { error: permanent }).await;
     let inbound = InboundMessage {
@@ -59,7 +60,7 @@ pub async fn metrics_snapshot_counts_messages_and_claimable_jobs(f: Fixture) {
         provider_message_id: "in-1".into(),
         from: "+4915199999999".into(),
         to: None,
-        content: Content::Text { text: "hi".into() },
+        content: Content::text("hi"),
         received_at: at,
     };
     assert_eq!(f.store.record_inbound(vec![inbound]).await.unwrap().len(), 1);

@@ -80,7 +80,14 @@ pub async fn sent_then_receipts_move_forward_only(f: Fixture) {
     let claim = f.claim("d", T0.plus_millis(100)).await;
     assert_eq!(claim.jobs.len(), 1);
     assert_eq!(claim.jobs[0].message.updated_at, T0.plus_millis(100));
-    f.outcome(id, "d", 1, T0.plus_millis(200), OutcomeKind::Sent { provider_message_id: "p-1".into() }).await;
+    f.outcome(
+        id,
+        "d",
+        1,
+        T0.plus_millis(200),
+        OutcomeKind::Sent { provider_message_id: "p-1".into(), part_ids: Vec::new() },
+    )
+    .await;
     let sent = f.get(id).await;
     assert_eq!((sent.status, sent.provider_message_id.as_deref()), (MessageState::Sent, Some("p-1")));
     // The dispatcher's observations are recorded at the time it gives.
@@ -132,7 +139,14 @@ pub async fn a_receipt_before_the_sent_outcome_is_kept_and_applied_later(f: Fixt
     assert_eq!(f.get(id).await.status, MessageState::Sending);
     assert_eq!(f.db.count("pending_receipts").await, 1);
 
-    f.outcome(id, "d", 1, T0.plus_millis(1000), OutcomeKind::Sent { provider_message_id: "p-2".into() }).await;
+    f.outcome(
+        id,
+        "d",
+        1,
+        T0.plus_millis(1000),
+        OutcomeKind::Sent { provider_message_id: "p-2".into(), part_ids: Vec::new() },
+    )
+    .await;
     let message = f.get(id).await;
     assert_eq!(message.status, MessageState::Delivered);
     assert_eq!(kinds(&message)[3..], [(EventKind::Sent, true), (EventKind::Delivered, true)]);
@@ -190,7 +204,14 @@ pub async fn retry_failure_and_release_outcomes(f: Fixture) {
     // its retry time; the failed one never.
     let early = f.claim("w", T0.plus_seconds(5)).await;
     assert_eq!(early.jobs.iter().map(|j| (j.message.id, j.attempt)).collect::<Vec<_>>(), vec![(released, 1)]);
-    f.outcome(released, "w", 1, T0.plus_seconds(6), OutcomeKind::Sent { provider_message_id: "p-9".into() }).await;
+    f.outcome(
+        released,
+        "w",
+        1,
+        T0.plus_seconds(6),
+        OutcomeKind::Sent { provider_message_id: "p-9".into(), part_ids: Vec::new() },
+    )
+    .await;
     let later = f.claim("w", retry_at).await;
     assert_eq!(later.jobs.iter().map(|j| (j.message.id, j.attempt)).collect::<Vec<_>>(), vec![(retried, 2)]);
     assert_eq!(f.get(retried).await.sequence, 4, "a retry claims without a new event");
@@ -202,7 +223,8 @@ pub async fn retry_failure_and_release_outcomes(f: Fixture) {
     assert_eq!(much_later.jobs.iter().map(|j| (j.message.id, j.attempt)).collect::<Vec<_>>(), vec![(retried, 3)]);
     // Sent at last: the transient error is over.
     let at = T0.plus_seconds(1801);
-    f.outcome(retried, "x", 3, at, OutcomeKind::Sent { provider_message_id: "p-10".into() }).await;
+    f.outcome(retried, "x", 3, at, OutcomeKind::Sent { provider_message_id: "p-10".into(), part_ids: Vec::new() })
+        .await;
     let m = f.get(retried).await;
     assert_eq!((m.status, m.error, m.attempts), (MessageState::Sent, None, 3));
 }
@@ -215,7 +237,7 @@ pub async fn stale_outcomes_leave_the_error_that_ended_the_message(f: Fixture) {
     let permanent =
         ErrorInfo { code: "sandbox:invalid_number".into(), detail: "no such number".into(), permanent: true };
     let retry = |at: Millis| OutcomeKind::Retry { error: transient.clone(), retry_at: at.plus_seconds(60) };
-    let sent = |pid: &str| OutcomeKind::Sent { provider_message_id: pid.into() };
+    let sent = |pid: &str| OutcomeKind::Sent { provider_message_id: pid.into(), part_ids: Vec::new() };
 
     // "a" stalls past its lease; "b" takes the job over and fails the message for good. Then "a"
     // comes back with what it saw.
@@ -334,7 +356,7 @@ pub async fn inbound_messages_are_stored_once(f: Fixture) {
         provider_message_id: pid.into(),
         from: "+4915199999999".into(),
         to: Some("+4930123456".into()),
-        content: Content::Text { text: "STOP".into() },
+        content: Content::text("STOP"),
         received_at: T0,
     };
     let stored = f.store.record_inbound(vec![inbound("in-1"), inbound("in-1"), inbound("in-2")]).await.unwrap();

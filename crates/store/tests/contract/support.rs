@@ -168,6 +168,9 @@ pub async fn account(store: &dyn Store, ws: WorkspaceId, channel: Channel) -> Ch
         is_default: true,
         created_at: T0,
         updated_at: T0,
+        credentials: None,
+        credentials_hint: None,
+        deleted_at: None,
     };
     store.create_channel_account(&account).await.unwrap();
     account.id
@@ -186,6 +189,7 @@ pub fn event(message: MessageId, sequence: i64, kind: EventKind, at: Millis) -> 
         provider_message_id: None,
         error: None,
         retry_at: None,
+        details: None,
     }
 }
 
@@ -219,7 +223,7 @@ pub fn outbound_at(
             to: to.into(),
             from: None,
             status,
-            content: Content::Text { text: format!("hello {to}") },
+            content: Content::text(format!("hello {to}")),
             send_at,
             expires_at: due_at.plus_seconds(3600),
             validity_seconds: 3600,

@@ -588,7 +588,14 @@ pub async fn feed_events_by_id_gives_the_workspaces_events_in_feed_order(f: Fixt
     f.store.create_messages(request(other, vec![theirs], T0)).await.unwrap();
     let id = f.send("+4915144444444", T0.plus_millis(2)).await;
     assert_eq!(f.claim("w", T0.plus_millis(3)).await.jobs.len(), 4);
-    f.outcome(id, "w", 1, T0.plus_millis(4), OutcomeKind::Sent { provider_message_id: "p-1".into() }).await;
+    f.outcome(
+        id,
+        "w",
+        1,
+        T0.plus_millis(4),
+        OutcomeKind::Sent { provider_message_id: "p-1".into(), part_ids: Vec::new() },
+    )
+    .await;
 
     let feed = f.store.events_after(f.ws, 0, 100).await.unwrap();
     assert_eq!(feed.len(), 10);

@@ -135,6 +135,18 @@ pub fn events(m: &Value) -> Vec<Value> {
     m["events"].as_array().cloned().unwrap_or_default()
 }
 
+/// The `nth` (0-based) event of type `kind` in a message's timeline.
+pub fn event<'a>(m: &'a Value, kind: &str, nth: usize) -> &'a Value {
+    let evs = m["events"].as_array().expect("events");
+    evs.iter().filter(|e| e["type"] == kind).nth(nth).unwrap_or_else(|| panic!("no {kind} #{nth} in {m:#}"))
+}
+
+/// The workspace's inbound messages (newest first, at most 100).
+pub async fn inbound_messages(app: &TestApp) -> Vec<Value> {
+    let page = app.get_json("/v1/messages?limit=100").await;
+    page["data"].as_array().expect("data").iter().filter(|m| m["direction"] == "inbound").cloned().collect()
+}
+
 /// The event types of a message's timeline, oldest first.
 pub fn kinds(m: &Value) -> Vec<String> {
     events(m).iter().map(|e| e["type"].as_str().unwrap_or("?").to_string()).collect()
@@ -256,20 +268,15 @@ pub async fn sandbox_sms_account(
     rate_limit_per_second: u32,
     max_in_flight: u32,
 ) -> String {
-    let now = parley_domain::Millis::now();
-    let account = parley_store::ChannelAccount {
-        id: parley_domain::ChannelAccountId::new(),
-        workspace_id: app.workspace_id,
-        channel: parley_domain::Channel::Sms,
-        provider: "sandbox".into(),
-        name: "Test sandbox sms".into(),
-        config,
-        rate_limit_per_second,
-        max_in_flight,
-        is_default: false,
-        created_at: now,
-        updated_at: now,
-    };
-    app.engine.store().create_channel_account(&account).await.expect("create the sandbox account");
-    account.id.to_string()
+    let body = json!({
+        "channel": "sms",
+        "provider": "sandbox",
+        "name": "Test sandbox sms",
+        "config": config,
+        "rate_limit_per_second": rate_limit_per_second,
+        "max_in_flight": max_in_flight,
+    });
+    let created = post(app, "/v1/channel-accounts", &body).await;
+    assert_eq!(created.status, 201, "create the sandbox account: {created}");
+    created.json["id"].as_str().expect("account id").to_string()
 }

@@ -67,7 +67,7 @@ async fn auto_reply_arrives_from_the_recipient_after_delivery() {
     assert_eq!(start.elapsed(), 2 * L);
     assert_eq!(reply.from, NORMAL);
     assert_eq!(reply.to, None);
-    assert_eq!(reply.content, Content::Text { text: "STOP? no, thanks!".into() });
+    assert_eq!(reply.content, Content::text("STOP? no, thanks!"));
     assert_eq!(reply.channel_account_id, r.channel_account_id);
     assert_eq!(reply.provider_message_id, rig.sandbox.inbound_message_id(&id));
     assert!(reply.provider_message_id.starts_with("sbx_in_") && reply.provider_message_id.len() == 7 + 24);

@@ -34,7 +34,7 @@ fn request(channel: Channel, to: &str, attempt: i32, message_id: MessageId) -> O
         channel,
         to: to.into(),
         from: None,
-        content: Content::Text { text: "hello".into() },
+        content: Content::text("hello"),
         expires_at: Millis::now().plus_seconds(3600),
     }
 }
