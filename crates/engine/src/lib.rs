@@ -235,6 +235,9 @@ const PENDING_RECEIPT_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Periodic clean-up: idempotency keys are kept for 24 hours, receipts that match no message for
 /// a week, webhook attempts for the configured retention (30 days by default), then deleted.
+/// How long the parts of a multi-part message are kept for their receipts.
+const MESSAGE_PARTS_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// Channel accounts changed through another process reach this one within this time.
 const ACCOUNT_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -263,6 +266,12 @@ async fn maintenance(engine: Engine) {
                 tracing::info!(purged = n, "receipts that matched no message for a week deleted");
             }
             Err(e) => tracing::warn!(error = %e, "could not delete old unmatched receipts"),
+        }
+        let cutoff = parley_domain::Millis::now().plus_millis(-MESSAGE_PARTS_TTL_MS);
+        match engine.store().purge_message_parts(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "part records of month-old messages deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete old message parts"),
         }
         let cutoff = parley_domain::Millis::now().plus_millis(-parley_store::IDEMPOTENCY_TTL_MS);
         match engine.store().purge_idempotency(cutoff).await {

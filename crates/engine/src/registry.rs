@@ -145,16 +145,29 @@ impl Registry {
         let _guard = self.reload_lock.lock().await;
         let accounts = store.all_channel_accounts().await?;
         let mut fresh = Vec::new();
-        let gone: Vec<ChannelAccountId>;
+        let missing: Vec<(WorkspaceId, ChannelAccountId)>;
         {
             let maps = self.maps.read().map_err(|_| poisoned())?;
             let stored: std::collections::HashSet<ChannelAccountId> = accounts.iter().map(|a| a.id).collect();
-            gone = maps.by_id.keys().filter(|id| !stored.contains(id)).copied().collect();
+            missing = maps
+                .by_id
+                .values()
+                .filter(|e| !stored.contains(&e.account.id))
+                .map(|e| (e.account.workspace_id, e.account.id))
+                .collect();
             for account in accounts {
                 let known: Option<Millis> = maps.by_id.get(&account.id).map(|e| e.account.updated_at);
                 if known.is_none_or(|at| at < account.updated_at) {
                     fresh.push(account);
                 }
+            }
+        }
+        // An account missing from the list may have been created (and installed) after the list
+        // was read: only the ones the store says are gone (deleted) are dropped.
+        let mut gone = Vec::new();
+        for (workspace, id) in missing {
+            if store.get_channel_account(workspace, id).await?.is_none() {
+                gone.push(id);
             }
         }
         let mut built = Vec::new();
@@ -169,7 +182,14 @@ impl Registry {
         {
             let mut maps = self.maps.write().map_err(|_| poisoned())?;
             for entry in built {
-                replaced.extend(maps.insert(entry));
+                // Installed meanwhile by this process with newer settings: keep that one.
+                let newer =
+                    maps.by_id.get(&entry.account.id).is_some_and(|e| e.account.updated_at >= entry.account.updated_at);
+                if newer {
+                    replaced.push(entry);
+                } else {
+                    replaced.extend(maps.insert(entry));
+                }
             }
             for id in gone {
                 replaced.extend(maps.remove(id));

@@ -189,6 +189,11 @@ pub trait Store: Send + Sync + 'static {
     /// and still match no message: their `sent` outcome is never coming. Returns how many went.
     async fn purge_pending_receipts(&self, older_than: Millis) -> Result<u64>;
 
+    /// Delete the part records (see [`Store::record_receipts`]) of messages created before
+    /// `older_than`: a receipt for one of their parts after that is too late to matter. Returns
+    /// how many parts went.
+    async fn purge_message_parts(&self, older_than: Millis) -> Result<u64>;
+
     /// Delete idempotency records older than `older_than`. Returns how many went.
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64>;
 

@@ -320,6 +320,17 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn purge_message_parts(&self, older_than: Millis) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM message_parts WHERE message_id IN (SELECT p.message_id FROM message_parts p \
+             JOIN messages m ON m.id = p.message_id WHERE m.created_at < $1)",
+        )
+        .bind(older_than.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {
         read::purge_idempotency(&self.pool, older_than).await
     }

@@ -424,6 +424,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn purge_message_parts(&self, older_than: Millis) -> Result<u64> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "DELETE FROM message_parts WHERE message_id IN (SELECT p.message_id FROM message_parts p \
+                 JOIN messages m ON m.id = p.message_id WHERE m.created_at < ?1)",
+            )?
+            .execute([older_than.0])? as u64)
+        })
+        .await
+    }
+
     async fn purge_idempotency(&self, older_than: Millis) -> Result<u64> {
         self.write(move |c| {
             Ok(c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?.execute([older_than.0])? as u64)

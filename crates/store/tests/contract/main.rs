@@ -95,6 +95,7 @@ contract_tests! {
             part_receipts_before_the_sent_outcome_are_applied_when_it_lands,
             a_duplicate_part_receipt_changes_nothing,
             single_part_messages_keep_no_parts,
+            parts_of_old_messages_are_purged,
             concurrent_part_receipts_resolve_each_message_once,
         ],
         schema: [

@@ -272,3 +272,12 @@ pub async fn concurrent_part_receipts_resolve_each_message_once(f: Fixture) {
         assert_eq!((applied, after_sent(&m).len()), (1, 4), "{id}");
     }
 }
+
+pub async fn parts_of_old_messages_are_purged(f: Fixture) {
+    sent_in_parts(&f, "+4915111111111", &["old-1", "old-2"]).await;
+    assert_eq!(f.db.count("message_parts").await, 2);
+    // Messages created at T0 are not older than T0.
+    assert_eq!(f.store.purge_message_parts(T0).await.unwrap(), 0);
+    assert_eq!(f.store.purge_message_parts(T0.plus_millis(1)).await.unwrap(), 2);
+    assert_eq!(f.db.count("message_parts").await, 0);
+}
