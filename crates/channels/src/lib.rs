@@ -227,6 +227,31 @@ pub fn default_limits(provider: &str) -> (u32, u32) {
     }
 }
 
+/// A reqwest error's message and causes, without its URL (errors are shown to users as they
+/// are; the URL is harmless but noise).
+pub(crate) struct DisplayWithoutUrl<'a>(&'a reqwest::Error);
+
+impl std::fmt::Display for DisplayWithoutUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.0.is_timeout() {
+            "timed out"
+        } else if self.0.is_connect() {
+            "could not connect"
+        } else if self.0.is_body() || self.0.is_decode() {
+            "could not read the answer"
+        } else {
+            "request failed"
+        };
+        write!(f, "{kind}")?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 /// Why a provider's base URL setting is refused: it must be an absolute `http(s)://` URL with a
 /// host, and nothing that would change what a path appended to it means.
 pub(crate) fn check_base_url(value: &str) -> Result<(), &'static str> {

@@ -22,6 +22,28 @@ pub fn retry_delay_ms(attempt: u32, retry_after_ms: Option<i64>, rng: &mut impl 
     }
 }
 
+/// The longest `Retry-After` honoured: a provider asking for more is asked again after a day.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A `Retry-After` value: delay seconds, or an HTTP date (RFC 9110 §10.2.3) relative to
+/// `now_secs`; at most [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str, now_secs: i64) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    }
+    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp().as_second();
+    let secs = u64::try_from(at.saturating_sub(now_secs)).unwrap_or(0);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// A `Retry-After` header value as milliseconds from now (see [`parse_retry_after`]).
+pub fn retry_after_ms(value: &str) -> Option<i64> {
+    let now_secs = jiff::Timestamp::now().as_second();
+    parse_retry_after(value, now_secs).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +66,17 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         assert_eq!(retry_delay_ms(1, Some(30_000), &mut rng), 30_000);
         assert_eq!(retry_delay_ms(15, Some(2_000), &mut rng), 2_000);
+    }
+
+    #[test]
+    fn retry_after_headers_read_seconds_and_dates_capped_at_a_day() {
+        assert_eq!(retry_after_ms(" 120 "), Some(120_000));
+        assert_eq!(retry_after_ms("9999999"), Some(24 * 3600 * 1000));
+        assert_eq!(retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0), "a date in the past: now");
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", 1_445_412_480),
+            Some(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(retry_after_ms("soon"), None);
     }
 }

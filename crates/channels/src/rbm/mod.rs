@@ -236,9 +236,7 @@ impl ApiError {
             .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
             .unwrap_or_else(|| status_for_http(http_status).to_string());
         let message: String = parsed.error.message.unwrap_or_default().chars().take(500).collect();
-        let retry_after_ms = retry_after
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
+        let retry_after_ms = retry_after.and_then(parley_domain::backoff::retry_after_ms);
         ApiError { http_status, status, message, retry_after_ms }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Codes become `twilio:<code>` (`twilio:21610`). A code in [`TABLE`] is permanent or transient
 //! as the table says; an unknown code, or an error without one, is judged by the HTTP status:
-//! 429 and 5xx are transient, anything else is permanent. A `Retry-After` (seconds) on the answer
+//! 429 and 5xx are transient, anything else is permanent. A `Retry-After` (seconds or an HTTP date) on the answer
 //! is honoured for transient errors.
 //!
 //! | code  | meaning                                                        | retry? |

@@ -421,9 +421,7 @@ impl TwilioConnector {
         }
         let error = ErrorInfo { code, detail, permanent: !transient };
         if transient {
-            let retry_after_ms = retry_after
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
+            let retry_after_ms = retry_after.and_then(parley_domain::backoff::retry_after_ms);
             SendResult::Transient { error, retry_after_ms }
         } else {
             SendResult::Permanent { error }
@@ -433,32 +431,8 @@ impl TwilioConnector {
     fn network_error(e: &reqwest::Error) -> SendResult {
         let code = if e.is_timeout() { "twilio:timeout" } else { "twilio:network" };
         // Without the URL: it is harmless, but errors are shown to users as they are.
-        let detail = format!("calling Twilio failed: {}", DisplayWithoutUrl(e));
+        let detail = format!("calling Twilio failed: {}", crate::DisplayWithoutUrl(e));
         SendResult::Transient { error: ErrorInfo { code: code.into(), detail, permanent: false }, retry_after_ms: None }
-    }
-}
-
-/// A reqwest error's message and causes, without its URL.
-struct DisplayWithoutUrl<'a>(&'a reqwest::Error);
-
-impl std::fmt::Display for DisplayWithoutUrl<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.0.is_timeout() {
-            "timed out"
-        } else if self.0.is_connect() {
-            "could not connect"
-        } else if self.0.is_body() || self.0.is_decode() {
-            "could not read the answer"
-        } else {
-            "request failed"
-        };
-        write!(f, "{kind}")?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 
@@ -527,7 +501,7 @@ impl Connector for TwilioConnector {
             Err(e) => {
                 return CheckResult::Failed {
                     code: if e.is_timeout() { "twilio:timeout" } else { "twilio:network" }.into(),
-                    detail: format!("calling Twilio failed: {}", DisplayWithoutUrl(&e)),
+                    detail: format!("calling Twilio failed: {}", crate::DisplayWithoutUrl(&e)),
                 };
             }
         };

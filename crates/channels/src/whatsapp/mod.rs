@@ -363,7 +363,9 @@ impl WhatsAppConnector {
                 detail = format!("HTTP {http_status}: {text}");
             }
         }
-        let retry_after_s = retry_after.and_then(|v| v.trim().parse::<u64>().ok());
+        let retry_after_s = retry_after
+            .and_then(parley_domain::backoff::retry_after_ms)
+            .map(|ms| u64::try_from(ms).unwrap_or(0) / 1000);
         let transient = |retry_after_ms: Option<u64>, error: ErrorInfo| SendResult::Transient {
             error,
             retry_after_ms: retry_after_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
@@ -402,7 +404,7 @@ impl WhatsAppConnector {
         let code = if e.is_timeout() { "whatsapp:timeout" } else { "whatsapp:network" };
         ErrorInfo {
             code: code.into(),
-            detail: format!("calling the Graph API failed: {}", DisplayWithoutUrl(e)),
+            detail: format!("calling the Graph API failed: {}", crate::DisplayWithoutUrl(e)),
             permanent: false,
         }
     }
@@ -422,30 +424,6 @@ impl WhatsAppConnector {
             response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = response.bytes().await?;
         Ok((status, retry_after, bytes))
-    }
-}
-
-/// A reqwest error's message and causes, without its URL.
-struct DisplayWithoutUrl<'a>(&'a reqwest::Error);
-
-impl std::fmt::Display for DisplayWithoutUrl<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if self.0.is_timeout() {
-            "timed out"
-        } else if self.0.is_connect() {
-            "could not connect"
-        } else if self.0.is_body() || self.0.is_decode() {
-            "could not read the answer"
-        } else {
-            "request failed"
-        };
-        write!(f, "{kind}")?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 

@@ -19,8 +19,7 @@ pub fn default_schedule() -> Vec<Duration> {
 /// Jitter: each wait is moved by up to this fraction, either way.
 const JITTER: f64 = 0.1;
 
-/// The longest `Retry-After` honoured; a larger one is read as this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+pub use parley_domain::backoff::MAX_RETRY_AFTER;
 
 /// The wait before the attempt after `attempts_made` failed ones, or `None` when the schedule is
 /// spent. `retry_after` (from a 429 or 503) is a floor.
@@ -38,16 +37,7 @@ pub fn next_wait(schedule: &[Duration], attempts_made: usize, retry_after: Optio
     })
 }
 
-/// A `Retry-After` value: delay seconds, or an HTTP date (RFC 9110 §10.2.3) relative to `now_secs`.
-pub fn parse_retry_after(value: &str, now_secs: i64) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
-    }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp().as_second();
-    let secs = u64::try_from(at.saturating_sub(now_secs)).unwrap_or(0);
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
-}
+pub use parley_domain::backoff::parse_retry_after;
 
 #[cfg(test)]
 mod tests {
