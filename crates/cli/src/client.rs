@@ -178,9 +178,16 @@ fn print_envelope(envelope: &Value, json: bool) {
         println!("{envelope}");
         return;
     }
+    let event_type = envelope["type"].as_str().unwrap_or("");
+    let Some(kind) = event_type.strip_prefix("message.") else {
+        // An event about the workspace (`endpoint.disabled`, `conversation.opened`, …): its
+        // resource's id in place of the message's.
+        let (resource, _) = event_type.split_once('.').unwrap_or((event_type, ""));
+        let id = envelope["data"][resource]["id"].as_str().unwrap_or("");
+        print_line(envelope["created_at"].as_str().unwrap_or(""), id, "", 0, event_type, None);
+        return;
+    };
     let message = &envelope["data"]["message"];
-    let kind = envelope["type"].as_str().unwrap_or("");
-    let kind = kind.strip_prefix("message.").unwrap_or(kind);
     // The message's error, on the events that concern it (a failure, or a transient error).
     let error = match kind {
         "attempt_failed" | "failed" | "undelivered" | "rejected" | "expired" => {

@@ -35,6 +35,22 @@ pub struct Config {
     /// callback URLs given to them; default `http://` and `listen`.
     pub public_url: Option<String>,
     pub secrets: SecretsConfig,
+    pub conversations: ConversationsConfig,
+}
+
+/// How conversations behave.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationsConfig {
+    /// A conversation without a message for this long closes; the next message opens a new one
+    /// (60 to 2,592,000, i.e. 30 days; default 86,400).
+    pub idle_seconds: i64,
+}
+
+impl Default for ConversationsConfig {
+    fn default() -> Self {
+        ConversationsConfig { idle_seconds: parley_domain::conversation::DEFAULT_IDLE_SECONDS }
+    }
 }
 
 /// The key that seals channel account credentials at rest.
@@ -133,6 +149,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             public_url: None,
             secrets: SecretsConfig::default(),
+            conversations: ConversationsConfig::default(),
         }
     }
 }
@@ -215,6 +232,9 @@ impl Config {
             parley_store::seal::SealingKey::from_base64(key)
                 .map_err(|e| anyhow::anyhow!("invalid configuration: 'secrets.key': {e}"))?;
         }
+        if !(60..=30 * 86_400).contains(&self.conversations.idle_seconds) {
+            anyhow::bail!("invalid configuration: 'conversations.idle_seconds' must be 60 to 2592000");
+        }
         if !(1..=60).contains(&self.webhooks.timeout_seconds) {
             anyhow::bail!("invalid configuration: 'webhooks.timeout_seconds' must be 1 to 60");
         }
@@ -282,6 +302,7 @@ impl Config {
             shutdown_grace_ms: d.shutdown_grace_seconds * 1000,
             sandbox_ledger: self.sandbox.ledger.then(|| self.data_dir.join("sandbox-submissions.log")),
             webhooks,
+            conversation_idle_seconds: self.conversations.idle_seconds,
             ..Default::default()
         }
     }

@@ -7,6 +7,7 @@
 mod bench;
 mod client;
 mod config;
+mod contacts;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
@@ -91,6 +92,9 @@ enum Command {
     Tail(client::TailArgs),
     /// Measure a server: accepted and delivered messages per second, latencies, memory.
     Bench(bench::BenchArgs),
+    /// Work with the contacts of a running server (bulk import).
+    #[command(subcommand)]
+    Contacts(contacts::ContactsCommand),
 }
 
 #[derive(Subcommand)]
@@ -195,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => client::send(args).await,
         Command::Tail(args) => client::tail(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Contacts(command) => contacts::run(command).await,
     }
 }
 

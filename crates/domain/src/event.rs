@@ -49,6 +49,23 @@ impl EventEnvelope {
     }
 }
 
+/// An event about the workspace rather than one message (`endpoint.disabled`,
+/// `conversation.opened`, `contact.opted_out`, …), as delivered: the same envelope as
+/// [`EventEnvelope`], with the resource at that moment as `data` (`{"endpoint": {…}}`,
+/// `{"conversation": {…}}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceEventEnvelope {
+    pub id: EventId,
+    /// `resource.past_tense_verb`, e.g. `endpoint.disabled`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When Parley recorded the event.
+    pub created_at: Millis,
+    pub workspace_id: WorkspaceId,
+    /// A JSON object naming the resource.
+    pub data: serde_json::Value,
+}
+
 impl Message {
     /// The message as it was right after its event `sequence`, replayed from its timeline
     /// (`events`) the way the store applies events: the state of the latest applied event that
@@ -110,6 +127,9 @@ impl Message {
             channel_account_id: self.channel_account_id,
             to: self.to.clone(),
             from: self.from.clone(),
+            contact_id: self.contact_id,
+            conversation_id: self.conversation_id,
+            purpose: self.purpose.clone(),
             status: self.status,
             content: self.content.clone(),
             send_at: self.send_at,
@@ -163,6 +183,9 @@ mod tests {
                 validity_seconds: 3600,
                 metadata: BTreeMap::new(),
                 client_reference: None,
+                contact_id: None,
+                conversation_id: None,
+                purpose: None,
                 provider_message_id: None,
                 attempts: 0,
                 error: None,

@@ -127,6 +127,10 @@ typed_id!(/// A channel account: one configured connection to a provider.
     ChannelAccountId, "cha_", "channel account");
 typed_id!(/// A contact (a customer of the workspace).
     ContactId, "ctc_", "contact");
+typed_id!(/// A conversation: one continuous thread with a contact across every channel.
+    ConversationId, "cnv_", "conversation");
+typed_id!(/// One record of the consent ledger (an opt-in or an opt-out).
+    ConsentId, "cns_", "consent");
 typed_id!(/// A webhook endpoint: a URL that receives the workspace's events.
     WebhookEndpointId, "wh_", "webhook endpoint");
 typed_id!(/// One attempt to deliver one event to one webhook endpoint.

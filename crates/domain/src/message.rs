@@ -6,7 +6,7 @@
 //! sequence number; an observation that would move the state backwards (a late `sent` receipt
 //! after `delivered`) is still recorded, with `applied: false`, but the state stays.
 
-use crate::{ChannelAccountId, Content, EventId, MessageId, Millis, WorkspaceId};
+use crate::{ChannelAccountId, ContactId, Content, ConversationId, EventId, MessageId, Millis, Purpose, WorkspaceId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -361,6 +361,15 @@ pub struct Message {
     pub to: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The contact it was sent to or came from, when Parley knows one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<ContactId>,
+    /// The contact's conversation it belongs to (every message with a contact has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<ConversationId>,
+    /// Why it is sent (outbound only): decides the consent it needs and the policy it follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<Purpose>,
     pub status: MessageState,
     pub content: Content,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -410,6 +419,15 @@ impl Serialize for Message {
         map.serialize_entry("to", &self.to)?;
         if let Some(from) = &self.from {
             map.serialize_entry("from", from)?;
+        }
+        if let Some(contact_id) = &self.contact_id {
+            map.serialize_entry("contact_id", contact_id)?;
+        }
+        if let Some(conversation_id) = &self.conversation_id {
+            map.serialize_entry("conversation_id", conversation_id)?;
+        }
+        if let Some(purpose) = &self.purpose {
+            map.serialize_entry("purpose", purpose)?;
         }
         map.serialize_entry("status", &self.status)?;
         map.serialize_entry("content", &self.content)?;

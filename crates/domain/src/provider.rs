@@ -31,4 +31,7 @@ pub struct InboundMessage {
     pub to: Option<String>,
     pub content: Content,
     pub received_at: Millis,
+    /// The sender's contact, set by the engine before the message is stored (connectors leave
+    /// it `None`).
+    pub contact_id: Option<crate::ContactId>,
 }

@@ -1,13 +1,18 @@
-//! Accepting outbound messages: choose the channel account, build the message with its first
-//! events, and store it with its dispatch job, all before the caller may say "accepted".
+//! Accepting outbound messages: choose the channel account, resolve the recipient (an address or
+//! a contact), apply the messaging policy (consent, caps, quiet hours, the WhatsApp window), build
+//! the message with its first events, and store it with its dispatch job, all before the caller
+//! may say "accepted". A send the policy refuses is stored too, as a `rejected` message without a
+//! job, so that the refusal can be looked up by its id.
 
 use crate::metrics::EventTally;
+use crate::policy::{PolicyError, SendCheck, Verdict};
 use crate::{Engine, EngineError, Result};
+use parley_domain::policy::MessagingPolicy;
 use parley_domain::{
-    Address, Channel, ChannelAccountId, Content, Direction, EventId, EventKind, Message, MessageEvent, MessageId,
-    MessageState, Millis, WorkspaceId,
+    Address, Channel, ChannelAccountId, ContactId, Content, Direction, ErrorInfo, EventId, EventKind, Message,
+    MessageEvent, MessageId, MessageState, Millis, Purpose, WorkspaceId,
 };
-use parley_store::{CancelOutcome, CreateMessages, CreateOutcome, IdempotentRequest, NewOutbound};
+use parley_store::{CancelOutcome, Contact, CreateMessages, CreateOutcome, IdempotentRequest, NewOutbound};
 use std::collections::BTreeMap;
 
 /// How long a message stays worth sending when the request does not say.
@@ -19,13 +24,22 @@ pub const MAX_VALIDITY_SECONDS: i64 = 14 * 24 * 3600;
 #[derive(Clone, Debug)]
 pub struct SendSpec {
     pub channel: Channel,
-    pub to: Address,
+    /// The recipient's address; `None` when the send names `contact_id` instead (the contact's
+    /// newest identity on the channel is used).
+    pub to: Option<Address>,
     pub channel_account_id: Option<ChannelAccountId>,
     pub content: Content,
     pub send_at: Option<Millis>,
     pub validity_seconds: Option<i64>,
     pub metadata: BTreeMap<String, String>,
     pub client_reference: Option<String>,
+    /// The contact it is for, when known (the policy checks resolve it).
+    pub contact_id: Option<ContactId>,
+    /// Why it is sent (`transactional` unless the request says).
+    pub purpose: Purpose,
+    /// Hold it while the contact's quiet hours last: `None` follows the purpose (marketing
+    /// waits, anything else goes at once).
+    pub respect_quiet_hours: Option<bool>,
 }
 
 /// An idempotency key and the fingerprint of the request it came with.
@@ -60,8 +74,11 @@ impl Engine {
 
     /// Accept `specs` for `workspace`. `render` turns the per-item results into the HTTP status
     /// and body of the answer; with an idempotency key that answer is stored in the same
-    /// transaction as the messages and replayed for 24 h. Nothing is stored when no item could be
-    /// accepted (the answer is then not remembered either).
+    /// transaction as the messages and replayed for 24 h.
+    ///
+    /// An item the messaging policy refuses is an `Err` (`EngineError::Policy`, naming the
+    /// message) and is stored as a `rejected` message all the same. Nothing is stored when no item
+    /// could be accepted or recorded as refused (the answer is then not remembered either).
     pub async fn accept<R>(
         &self,
         workspace: WorkspaceId,
@@ -72,13 +89,36 @@ impl Engine {
     where
         R: FnOnce(&[Result<Message, EngineError>]) -> (u16, Vec<u8>),
     {
+        self.accept_as(workspace, specs, idempotency, false, render).await
+    }
+
+    /// [`Engine::accept`]; with `exempt`, the messaging policy is not applied (the confirmation
+    /// of a keyword must reach the contact who just opted out).
+    pub(crate) async fn accept_as<R>(
+        &self,
+        workspace: WorkspaceId,
+        specs: Vec<SendSpec>,
+        idempotency: Option<IdempotencyInput>,
+        exempt: bool,
+        render: R,
+    ) -> Result<AcceptOutcome>
+    where
+        R: FnOnce(&[Result<Message, EngineError>]) -> (u16, Vec<u8>),
+    {
         let now = Millis::now();
         let mut items: Vec<Result<Message, EngineError>> = Vec::with_capacity(specs.len());
         let mut new = Vec::with_capacity(specs.len());
+        // Loaded once per request, when the first item needs it.
+        let mut policy = None;
         for spec in specs {
-            match self.build_outbound(workspace, spec, now).await {
-                Ok(outbound) => {
+            let policy = if exempt { None } else { Some(&mut policy) };
+            match self.build_outbound(workspace, spec, now, policy).await {
+                Ok((outbound, None)) => {
                     items.push(Ok(outbound.message.clone()));
+                    new.push(outbound);
+                }
+                Ok((outbound, Some(refused))) => {
+                    items.push(Err(refused.into()));
                     new.push(outbound);
                 }
                 Err(e) => items.push(Err(e)),
@@ -128,17 +168,92 @@ impl Engine {
         }
     }
 
-    async fn build_outbound(&self, workspace: WorkspaceId, spec: SendSpec, now: Millis) -> Result<NewOutbound> {
+    /// The recipient's address and contact: `to` and the contact that owns it (if any), or the
+    /// contact `contact_id` and its newest identity on the channel.
+    async fn resolve_recipient(&self, workspace: WorkspaceId, spec: &SendSpec) -> Result<(Address, Option<Contact>)> {
+        if let Some(to) = &spec.to {
+            let contact = self.contact_by_identity(workspace, spec.channel, to.as_str()).await?;
+            return Ok((to.clone(), contact));
+        }
+        let Some(id) = spec.contact_id else {
+            return Err(PolicyError::ContactNotFound("(none given)".into()).into());
+        };
+        let contact = self.contact(workspace, id).await?.ok_or_else(|| PolicyError::ContactNotFound(id.to_string()))?;
+        let newest = contact
+            .identities
+            .iter()
+            .zip(contact.identity_created_at.iter().copied().chain(std::iter::repeat(Millis(0))))
+            .filter(|(identity, _)| identity.channel == spec.channel)
+            .filter_map(|(identity, at)| Address::parse(spec.channel, &identity.address, None).ok().map(|a| (a, at)))
+            .max_by_key(|(_, at)| *at)
+            .map(|(address, _)| address);
+        match newest {
+            Some(address) => Ok((address, Some(contact))),
+            None => {
+                Err(PolicyError::NoIdentityForChannel { contact: contact.id, channel: spec.channel.as_str() }.into())
+            }
+        }
+    }
+
+    /// The message to store, and why the policy refused it if it did (it is then `rejected`).
+    /// `policy` is `None` when the policy does not apply, else the request's policy once loaded.
+    async fn build_outbound(
+        &self,
+        workspace: WorkspaceId,
+        spec: SendSpec,
+        now: Millis,
+        policy: Option<&mut Option<MessagingPolicy>>,
+    ) -> Result<(NewOutbound, Option<PolicyError>)> {
         let account = self
             .inner
             .registry
             .resolve(self.store().as_ref(), workspace, spec.channel, spec.channel_account_id)
             .await?;
-        let send_at = spec.send_at.filter(|at| *at > now);
+        let (to, contact) = self.resolve_recipient(workspace, &spec).await?;
+        let content = self.resolve_reaction(workspace, spec.content).await?;
+        let mut send_at = spec.send_at.filter(|at| *at > now);
+        let mut refused = None;
+        if let Some(slot) = policy {
+            let policy = match slot {
+                Some(p) => &*p,
+                None => &*slot.insert(self.messaging_policy(workspace).await?),
+            };
+            let check = SendCheck {
+                channel: spec.channel,
+                account: account.account.id,
+                to: to.as_str(),
+                contact: contact.as_ref(),
+                purpose: &spec.purpose,
+                content: &content,
+                now,
+                at: send_at.unwrap_or(now),
+                respect_quiet_hours: spec.respect_quiet_hours,
+            };
+            match self.check_send(workspace, policy, check).await? {
+                Verdict::Go => {}
+                Verdict::Hold(at) => send_at = Some(at),
+                Verdict::Refuse(refusal, detail) => refused = Some((refusal, detail)),
+            }
+        }
+        // A message to a contact joins the contact's conversation, opened now if needed, so that
+        // the answer already names it; a refused one never reached the customer and joins none.
+        let conversation_id = match (&refused, &contact) {
+            (None, Some(contact)) => Some(self.conversation_for_send(workspace, contact.id, spec.channel).await?),
+            _ => None,
+        };
         let validity = spec.validity_seconds.unwrap_or(DEFAULT_VALIDITY_SECONDS);
         let expires_at = send_at.unwrap_or(now).plus_seconds(validity);
         let id = MessageId::new();
-        let second = if send_at.is_some() { EventKind::Scheduled } else { EventKind::Queued };
+        let second = match (&refused, send_at) {
+            (Some(_), _) => EventKind::Rejected,
+            (None, Some(_)) => EventKind::Scheduled,
+            (None, None) => EventKind::Queued,
+        };
+        let error = refused.as_ref().map(|(refusal, detail)| ErrorInfo {
+            code: refusal.code().to_string(),
+            detail: detail.clone(),
+            permanent: true,
+        });
         let event = |sequence: i64, kind: EventKind| MessageEvent {
             id: EventId::new(),
             message_id: id,
@@ -153,30 +268,39 @@ impl Engine {
             retry_at: None,
             details: None,
         };
-        let events = vec![event(1, EventKind::Accepted), event(2, second)];
+        let mut events = vec![event(1, EventKind::Accepted), event(2, second)];
+        events[1].error = error.clone();
         let message = Message {
             id,
             workspace_id: workspace,
             direction: Direction::Outbound,
             channel: spec.channel,
             channel_account_id: account.account.id,
-            to: spec.to.as_str().to_string(),
+            to: to.as_str().to_string(),
             from: None,
-            status: if send_at.is_some() { MessageState::Scheduled } else { MessageState::Queued },
-            content: self.resolve_reaction(workspace, spec.content).await?,
-            send_at: spec.send_at,
+            contact_id: contact.as_ref().map(|c| c.id),
+            conversation_id,
+            purpose: Some(spec.purpose),
+            status: match second {
+                EventKind::Rejected => MessageState::Rejected,
+                EventKind::Scheduled => MessageState::Scheduled,
+                _ => MessageState::Queued,
+            },
+            content,
+            send_at: if refused.is_some() { spec.send_at } else { send_at.or(spec.send_at) },
             expires_at,
             validity_seconds: validity,
             metadata: spec.metadata,
             client_reference: spec.client_reference,
             provider_message_id: None,
             attempts: 0,
-            error: None,
+            error,
             sequence: 2,
             created_at: now,
             updated_at: now,
             events: None,
         };
-        Ok(NewOutbound { message, events, due_at: send_at.unwrap_or(now) })
+        let refused = refused.map(|(refusal, detail)| PolicyError::Refused { refusal, detail, message_id: message.id });
+        Ok((NewOutbound { message, events, due_at: send_at.unwrap_or(now) }, refused))
     }
 }

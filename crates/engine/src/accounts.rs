@@ -5,7 +5,7 @@
 use crate::registry::BuildError;
 use crate::{Engine, EngineError, Result};
 use parley_channels::{CheckResult, IngressError, IngressReply, IngressRequest};
-use parley_domain::{Channel, ChannelAccountId, EventKind, Millis, WorkspaceId};
+use parley_domain::{Channel, ChannelAccountId, Content, EventKind, InboundMessage, Message, Millis, WorkspaceId};
 use parley_store::ChannelAccount;
 use serde_json::Value;
 
@@ -331,16 +331,59 @@ impl Engine {
             self.inner.metrics.record_events(&tally);
         }
         if !outcome.inbound.is_empty() {
-            let stored = self.store().record_inbound(outcome.inbound).await?;
-            let mut tally = crate::metrics::EventTally::default();
-            for message in &stored {
-                tally.add(message.channel, EventKind::Received);
-            }
-            self.inner.metrics.record_events(&tally);
+            self.receive_inbound(outcome.inbound).await?;
         }
         self.inner.metrics.record_callback(provider, "accepted");
         Ok(Ok(outcome.reply))
     }
+
+    /// Store inbound messages (those not stored before) and act on them; every path that
+    /// receives messages comes through here. Returns the messages stored now.
+    pub(crate) async fn receive_inbound(&self, batch: Vec<InboundMessage>) -> Result<Vec<Message>> {
+        Ok(crate::ingest::receive(self, batch).await?)
+    }
+
+    /// Make a sandbox account receive a message, as if `from` had written to it: how to try
+    /// conversations, keywords and replies without a provider. Refused for any other provider.
+    pub async fn simulate_inbound(
+        &self,
+        workspace: WorkspaceId,
+        account: ChannelAccountId,
+        from: &str,
+        content: Content,
+    ) -> Result<std::result::Result<Message, SimulateError>> {
+        let Some(entry) = self.inner.registry.get(self.store().as_ref(), account).await? else {
+            return Ok(Err(SimulateError::NotFound));
+        };
+        if entry.account.workspace_id != workspace {
+            return Ok(Err(SimulateError::NotFound));
+        }
+        if entry.account.provider != "sandbox" {
+            return Ok(Err(SimulateError::NotSandbox));
+        }
+        let inbound = InboundMessage {
+            channel_account_id: account,
+            provider_message_id: format!("sim-{}{}", Millis::now().0, crate::uuid_like()),
+            from: from.to_string(),
+            to: None,
+            content,
+            received_at: Millis::now(),
+            contact_id: None,
+        };
+        let stored = self.receive_inbound(vec![inbound]).await?;
+        stored.into_iter().next().map(Ok).ok_or_else(|| {
+            crate::EngineError::Store(parley_store::StoreError::Database("the simulated message was not stored".into()))
+        })
+    }
+}
+
+/// Why a simulated inbound message is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulateError {
+    #[error("no such channel account in this workspace")]
+    NotFound,
+    #[error("only sandbox accounts can simulate inbound messages")]
+    NotSandbox,
 }
 
 #[cfg(test)]

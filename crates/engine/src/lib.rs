@@ -10,9 +10,12 @@ mod accept;
 pub mod accounts;
 pub mod analytics;
 mod clock;
+pub mod contacts;
+pub mod conversations;
 mod dispatch;
 mod ingest;
 mod metrics;
+pub mod policy;
 mod rate;
 mod registry;
 mod stream;
@@ -51,6 +54,15 @@ pub enum EngineError {
     /// A webhook endpoint's URL or event types are refused.
     #[error(transparent)]
     Webhook(#[from] webhooks::WebhookError),
+    /// A contact request is refused.
+    #[error(transparent)]
+    Contact(#[from] contacts::ContactError),
+    /// A conversation request is refused.
+    #[error(transparent)]
+    Conversation(conversations::ConversationError),
+    /// A send is refused by the workspace's messaging policy (consent, quiet hours, caps, …).
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -85,6 +97,8 @@ pub struct EngineConfig {
     /// The server's base URL as providers reach it (`https://parley.example.com`): the start of
     /// every callback URL given to a provider, and of the URL a signature is checked against.
     pub public_url: String,
+    /// A conversation without a message for this long closes; the next message opens a new one.
+    pub conversation_idle_seconds: i64,
 }
 
 impl Default for EngineConfig {
@@ -102,6 +116,7 @@ impl Default for EngineConfig {
             webhooks: WebhookSettings::default(),
             sealing_key: None,
             public_url: "http://127.0.0.1:8080".into(),
+            conversation_idle_seconds: parley_domain::conversation::DEFAULT_IDLE_SECONDS,
         }
     }
 }
@@ -148,6 +163,7 @@ impl Engine {
         let (events, receipts_rx, inbound_rx) = parley_channels::ProviderEvents::channel();
         let registry = registry::Registry::new(ledger, events, config.sealing_key.clone(), config.public_url.clone());
         let streams = stream::Streams::new(config.stream.clone());
+        store.set_conversation_idle_ms(config.conversation_idle_seconds.saturating_mul(1000));
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -181,6 +197,7 @@ impl Engine {
             tasks.push(tokio::spawn(refresh_accounts(self.clone())));
             tasks.push(tokio::spawn(resume_receipts(self.clone())));
             tasks.push(tokio::spawn(webhooks::deliver::run(self.clone())));
+            tasks.push(tokio::spawn(conversations::close_idle(self.clone())));
         }
     }
 

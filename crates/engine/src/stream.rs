@@ -1,5 +1,6 @@
-//! The live event stream: every message event of a workspace, as an envelope, to any number of
-//! subscribers (`GET /v1/stream`), with no gap and no duplicate, resumable from any position.
+//! The live event stream: every event of a workspace (message events, and events about the
+//! workspace such as `endpoint.disabled`), as an envelope, to any number of subscribers
+//! (`GET /v1/stream`), with no gap and no duplicate, resumable from any position.
 //!
 //! One hub per workspace follows the store's feed (`events_after`) while the workspace has
 //! subscribers: it is created with the first and ends with the last. It builds each event's
@@ -11,9 +12,12 @@
 //! [`StreamSettings::slow_client`] loses its stream, so a client that never reads holds no more
 //! than that buffer and slows no one.
 
+use crate::webhooks::EventTypeFilter;
 use crate::{EngineError, Result};
-use parley_domain::{Channel, EventEnvelope, EventId, EventKind, Message, MessageId, WorkspaceId};
-use parley_store::{FeedEvent, Store, StoreError};
+use parley_domain::event::WorkspaceEventEnvelope;
+use parley_domain::{Channel, EventEnvelope, EventId, Message, MessageId, WorkspaceId};
+use parley_store::{FeedEvent, FeedItem, Store, StoreError};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,8 +35,10 @@ pub struct StreamEvent {
     /// Its position in the store's feed (orders the stream; not shown to clients).
     pub position: i64,
     pub id: EventId,
-    pub channel: Channel,
-    pub kind: EventKind,
+    /// `resource.past_tense_verb`: `message.delivered`, `endpoint.disabled`, …
+    pub event_type: Cow<'static, str>,
+    /// The channel of the event's message; `None` for an event about the workspace.
+    pub channel: Option<Channel>,
     /// The whole Server-Sent Events message (`id:`, `event:`, `data:` and the blank line), ready
     /// to be written to every subscriber's connection as it is.
     pub sse: bytes::Bytes,
@@ -49,16 +55,20 @@ impl StreamEvent {
 }
 
 /// Which events a subscriber wants; `None` means all.
+///
+/// Events about the workspace (`endpoint.disabled`, `conversation.opened`, …) have no channel:
+/// a channel filter leaves them out, so they come only to subscribers that set none.
 #[derive(Clone, Debug, Default)]
 pub struct StreamFilter {
-    pub kinds: Option<HashSet<EventKind>>,
+    /// By type, as webhook endpoints filter (`message.delivered`, `endpoint.*`, `*`).
+    pub types: Option<EventTypeFilter>,
     pub channels: Option<HashSet<Channel>>,
 }
 
 impl StreamFilter {
     pub fn matches(&self, event: &StreamEvent) -> bool {
-        self.kinds.as_ref().is_none_or(|k| k.contains(&event.kind))
-            && self.channels.as_ref().is_none_or(|c| c.contains(&event.channel))
+        self.types.as_ref().is_none_or(|t| t.matches(&event.event_type))
+            && self.channels.as_ref().is_none_or(|c| event.channel.is_some_and(|ch| c.contains(&ch)))
     }
 }
 
@@ -126,7 +136,7 @@ impl futures::Stream for Subscription {
 }
 
 impl crate::Engine {
-    /// Follow the workspace's message events from `start`, those that `filter` lets through, in
+    /// Follow the workspace's events from `start`, those that `filter` lets through, in
     /// feed order: every event exactly once, also across lag and store errors. Ends when the
     /// engine stops streaming ([`crate::Engine::close_streams`], shutdown).
     pub async fn subscribe(
@@ -338,30 +348,41 @@ pub(crate) async fn envelopes(
     if page.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids: Vec<MessageId> = page.iter().map(|e| e.event.message_id).collect();
+    let mut ids: Vec<MessageId> = page.iter().filter_map(|e| e.message_event().map(|m| m.message_id)).collect();
     ids.sort_unstable();
     ids.dedup();
-    let messages: HashMap<MessageId, Message> =
-        store.messages_with_events(workspace, &ids).await?.into_iter().map(|m| (m.id, m)).collect();
+    let messages: HashMap<MessageId, Message> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        store.messages_with_events(workspace, &ids).await?.into_iter().map(|m| (m.id, m)).collect()
+    };
     let mut out = Vec::with_capacity(page.len());
     for fe in page {
-        // Events are never recorded without their message, and messages are never deleted.
-        let Some(message) = messages.get(&fe.event.message_id) else {
-            tracing::error!(event = %fe.event.id, message = %fe.event.message_id, "an event's message is missing");
-            continue;
+        let id = fe.id();
+        let (json, event_type, channel) = match &fe.item {
+            FeedItem::Message { channel, event } => {
+                // Events are never recorded without their message, and messages are never deleted.
+                let Some(message) = messages.get(&event.message_id) else {
+                    tracing::error!(event = %event.id, message = %event.message_id, "an event's message is missing");
+                    continue;
+                };
+                let envelope = EventEnvelope::for_message_event(message, event);
+                (serde_json::to_string(&envelope), Cow::Borrowed(event.kind.event_type()), Some(*channel))
+            }
+            FeedItem::Workspace(event) => {
+                let envelope = WorkspaceEventEnvelope {
+                    id: event.id,
+                    event_type: event.event_type.clone(),
+                    created_at: event.created_at,
+                    workspace_id: event.workspace_id,
+                    data: event.data.clone(),
+                };
+                (serde_json::to_string(&envelope), Cow::Owned(event.event_type.clone()), None)
+            }
         };
-        let envelope = EventEnvelope::for_message_event(message, &fe.event);
-        let json = serde_json::to_string(&envelope)
-            .map_err(|e| StoreError::Corrupt(format!("event {} cannot be serialised: {e}", fe.event.id)))?;
-        let (sse, json) = sse_message(&fe.event.id.to_string(), fe.event.kind.event_type(), &json);
-        out.push(Arc::new(StreamEvent {
-            position: fe.position,
-            id: fe.event.id,
-            channel: fe.channel,
-            kind: fe.event.kind,
-            sse,
-            json,
-        }));
+        let json = json.map_err(|e| StoreError::Corrupt(format!("event {id} cannot be serialised: {e}")))?;
+        let (sse, json) = sse_message(&id.to_string(), &event_type, &json);
+        out.push(Arc::new(StreamEvent { position: fe.position, id, event_type, channel, sse, json }));
     }
     Ok(out)
 }

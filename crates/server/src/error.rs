@@ -77,6 +77,19 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "The key is valid but lacks the scope this route needs; the detail names it.",
     ),
     ("not_found", 404, "Not found", "Nothing with that id exists in your workspace."),
+    // conversations
+    (
+        "not_sandbox_account",
+        422,
+        "Not a sandbox account",
+        "Only sandbox channel accounts can simulate received messages; real ones receive from their provider.",
+    ),
+    (
+        "conversation_closed",
+        409,
+        "Conversation closed",
+        "Only an open conversation can be assigned or handed over; a new message to its contact opens a new one.",
+    ),
     ("method_not_allowed", 405, "Method not allowed", "The path exists but not with this method."),
     (
         "message_not_cancelable",
@@ -123,6 +136,54 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "Channel account not found",
         "The channel account does not exist in this workspace, or is for another channel.",
     ),
+    // contacts
+    (
+        "invalid_identity",
+        422,
+        "Invalid identity",
+        "Write identities as channel:address: sms:+4915112345678 (E.164 with its +), whatsapp:4915112345678, \
+         rcs:+…, webchat:<visitor id of 1 to 128 visible ASCII characters>.",
+    ),
+    (
+        "unknown_time_zone",
+        422,
+        "Unknown time zone",
+        "Use an IANA time zone name such as Europe/Berlin or America/New_York.",
+    ),
+    ("invalid_locale", 422, "Invalid locale", "Use a BCP 47 tag such as en, pt-BR or zh-Hant-TW."),
+    (
+        "invalid_tag",
+        422,
+        "Invalid tag",
+        "Tags are 1 to 64 of A-Z, a-z, 0-9, '_', ':', '.' and '-'; a contact has at most 50.",
+    ),
+    (
+        "invalid_attributes",
+        422,
+        "Invalid attributes",
+        "Attributes are a JSON object of at most 16 KiB (as compact JSON).",
+    ),
+    (
+        "invalid_contact",
+        422,
+        "Invalid contact",
+        "A field of the contact is unknown or has the wrong type; `invalid_params` names it.",
+    ),
+    (
+        "identity_conflict",
+        409,
+        "Identity belongs to another contact",
+        "An identity belongs to one contact of the workspace; the detail names its owner. Merge the two contacts, \
+         or remove the identity from its owner first.",
+    ),
+    ("invalid_merge", 422, "Invalid merge", "A contact cannot be merged with itself."),
+    (
+        "invalid_import",
+        422,
+        "Import file refused",
+        "The file cannot be imported as a whole (an unknown column, no identity column, not UTF-8); nothing was \
+         stored. Problems of single rows are reported per row instead.",
+    ),
     (
         "content_not_supported",
         422,
@@ -137,6 +198,42 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "Message to react to not found",
         "A reaction's message_id names a Parley message (msg_…) that is not in this workspace or has no provider \
          id yet (it has not been sent, or was never received). Provider ids are passed through as they are.",
+    ),
+    // ---- messaging policy: consent, opt-outs, caps, the WhatsApp window ----
+    (
+        "recipient_opted_out",
+        422,
+        "Recipient opted out",
+        "The recipient opted out of this purpose on this channel (STOP, or the API). The send was recorded as a \
+         rejected message (`message_id`) and not handed to a provider. It stays so until they opt in again.",
+    ),
+    (
+        "consent_required",
+        422,
+        "Consent required",
+        "Marketing messages need the recipient's opt-in on the channel; record it with \
+         POST /v1/contacts/{id}/consents. The send was recorded as a rejected message (`message_id`).",
+    ),
+    (
+        "frequency_cap_exceeded",
+        422,
+        "Frequency cap exceeded",
+        "The workspace's frequency cap for this purpose allows no more messages to this contact now (the \
+         messaging policy's `cap_action` is `reject`). The send was recorded as a rejected message (`message_id`).",
+    ),
+    (
+        "whatsapp_window_closed",
+        422,
+        "WhatsApp window closed",
+        "Free-form WhatsApp messages may only follow a customer message by 24 hours; send an approved template \
+         instead. The send was recorded as a rejected message (`message_id`) and not handed to Meta.",
+    ),
+    ("contact_not_found", 422, "Contact not found", "The message's contact_id is not a contact of this workspace."),
+    (
+        "no_identity_for_channel",
+        422,
+        "No address on the channel",
+        "The contact has no identity (address) on the message's channel; add one or send on another channel.",
     ),
     (
         "read_receipts_not_supported",
@@ -325,6 +422,9 @@ impl From<&parley_engine::EngineError> for ApiError {
                 let detail = e.to_string();
                 ApiError::new("reaction_target_not_found", detail.clone()).with_param("content.message_id", detail)
             }
+            E::Contact(e) => crate::routes::contacts::contact_error(e),
+            E::Conversation(e) => crate::routes::conversations::conversation_error(e),
+            E::Policy(e) => crate::routes::consents::policy_error(e),
             E::Store(parley_store::StoreError::Closed) => ApiError::new("unavailable", "the server is shutting down"),
             E::Store(s) => ApiError::internal(s),
         }

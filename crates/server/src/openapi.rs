@@ -22,6 +22,9 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "analytics", description = "Delivery, read and reply figures of messages"),
         (name = "api_keys", description = "API keys of the workspace (admin)"),
         (name = "channel_accounts", description = "Connections to providers, with their credentials sealed at rest"),
+        (name = "contacts", description = "The workspace's customers: identities on each channel, attributes, tags, merge and import"),
+        (name = "conversations", description = "One thread per contact across every channel: timeline, replies, assignment and hand-over"),
+        (name = "consents", description = "Consent ledger, opt-outs, keywords, quiet hours and frequency caps (the messaging policy)"),
         (name = "provider_callbacks", description = "Where providers send statuses and inbound messages (signed, no API key)"),
         (name = "webhooks", description = "Endpoints that receive the workspace's events, signed per Standard Webhooks (admin)"),
         (name = "ops", description = "Health, readiness and metrics"),
@@ -95,6 +98,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::api_keys::router())
         .merge(routes::webhooks::router())
         .merge(routes::channel_accounts::router())
+        .merge(routes::contacts::router())
+        .merge(routes::conversations::router())
+        .merge(routes::consents::router())
         .merge(routes::hooks::router())
         .merge(routes::ops::documented_router())
 }

@@ -10,12 +10,18 @@
 //! This crate knows nothing of HTTP or of providers. Values come in already validated (domain
 //! types); SQL never leaves this crate. Secrets are sealed ([`seal`]) before they are stored.
 
+pub mod consent;
+pub mod contacts;
+pub mod conversations;
 pub mod model;
 mod parts;
 pub mod postgres;
 pub mod seal;
 pub mod sqlite;
 
+pub use consent::*;
+pub use contacts::*;
+pub use conversations::*;
 pub use model::*;
 
 use async_trait::async_trait;
@@ -63,7 +69,7 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
 /// Everything Parley keeps. Every method that writes is atomic: it commits all of its effects or
 /// none. Every method scoped by a `WorkspaceId` never sees rows of another workspace.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ContactStore + ConsentStore + ConversationStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
@@ -156,8 +162,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- feeds and figures -------------------------------------------------------------------
 
-    /// Message events of the workspace recorded after the feed position `after`, in feed order,
-    /// at most `limit`. Positions are per store and increase with every event recorded.
+    /// Events of the workspace recorded after the feed position `after`, in feed order, at most
+    /// `limit`: message events and workspace events ([`FeedItem`]) alike. Positions are per store
+    /// and increase with every event recorded.
     async fn events_after(&self, workspace: WorkspaceId, after: i64, limit: u32) -> Result<Vec<FeedEvent>>;
 
     /// The feed position of the workspace's newest event (0 when it has none): where a follower
@@ -283,9 +290,9 @@ pub trait Store: Send + Sync + 'static {
     /// scrape: one index range per endpoint.
     async fn webhook_backlog(&self) -> Result<Vec<WebhookBacklog>>;
 
-    /// The workspace's message events among `ids`, with their feed positions and channels (as
-    /// [`Store::events_after`] gives them), in feed order; ids that are not the workspace's are
-    /// left out.
+    /// The workspace's feed events among `ids` (message or workspace events), with their feed
+    /// positions (as [`Store::events_after`] gives them), in feed order; ids that are not the
+    /// workspace's are left out.
     async fn feed_events_by_id(&self, workspace: WorkspaceId, ids: &[EventId]) -> Result<Vec<FeedEvent>>;
 
     /// Delete up to `limit` attempts whose id sorts before `before` (attempt ids grow with time,
@@ -296,4 +303,10 @@ pub trait Store: Send + Sync + 'static {
     /// The workspace's events about itself (not about one message), newest first (by
     /// `created_at`, then id), at most `limit`.
     async fn list_workspace_events(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<WorkspaceEvent>>;
+
+    /// Record these workspace events in one transaction, each with its position in the feed (so
+    /// webhooks and the live stream deliver it). An event whose id is recorded already is kept as
+    /// it was. For engine-level callers; a store write that describes its own change records its
+    /// event in its own transaction instead.
+    async fn record_workspace_events(&self, events: Vec<WorkspaceEvent>) -> Result<()>;
 }

@@ -184,12 +184,61 @@ pub enum OutcomeKind {
 
 pub use parley_domain::{InboundMessage, Receipt};
 
-/// A message event with its position in the store's feed.
-#[derive(Clone, Debug)]
+/// An event of the store's feed with its position: an event of one message, or an event about
+/// the workspace ([`WorkspaceEvent`]: `endpoint.disabled`, `conversation.opened`, …). Both kinds
+/// share one sequence of positions, so followers (webhooks, the live stream) see them in the
+/// order they were committed and resume past either.
+#[derive(Clone, Debug, PartialEq)]
 pub struct FeedEvent {
     pub position: i64,
-    pub channel: Channel,
-    pub event: MessageEvent,
+    pub item: FeedItem,
+}
+
+/// What a feed position holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedItem {
+    /// An event of one message, with its message's channel.
+    Message { channel: Channel, event: MessageEvent },
+    /// An event about the workspace rather than one message.
+    Workspace(WorkspaceEvent),
+}
+
+/// The `kind` of a `message_events` row that stands for a workspace event: its `id` and
+/// `message_id` are the workspace event's id (no message has it, so no timeline picks it up) and
+/// its body is the `workspace_events` row of that id.
+pub(crate) const WORKSPACE_EVENT_KIND: &str = "workspace_event";
+
+impl FeedEvent {
+    pub fn id(&self) -> EventId {
+        match &self.item {
+            FeedItem::Message { event, .. } => event.id,
+            FeedItem::Workspace(event) => event.id,
+        }
+    }
+
+    /// `resource.past_tense_verb`: `message.delivered`, `endpoint.disabled`, …
+    pub fn event_type(&self) -> &str {
+        match &self.item {
+            FeedItem::Message { event, .. } => event.kind.event_type(),
+            FeedItem::Workspace(event) => &event.event_type,
+        }
+    }
+
+    /// The message event, if this is one.
+    pub fn message_event(&self) -> Option<&MessageEvent> {
+        match &self.item {
+            FeedItem::Message { event, .. } => Some(event),
+            FeedItem::Workspace(_) => None,
+        }
+    }
+
+    /// The channel of the event's message; `None` for a workspace event.
+    pub fn channel(&self) -> Option<Channel> {
+        match &self.item {
+            FeedItem::Message { channel, .. } => Some(*channel),
+            FeedItem::Workspace(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -356,8 +405,9 @@ pub struct WebhookBacklog {
     pub pending_retries: i64,
 }
 
-/// An event about the workspace rather than one message (`endpoint.disabled`), kept with the
-/// change it describes.
+/// An event about the workspace rather than one message (`endpoint.disabled`,
+/// `conversation.opened`, `contact.opted_out`, …), kept with the change it describes and given a
+/// position in the feed in the same transaction (see [`FeedItem::Workspace`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkspaceEvent {
     pub id: EventId,

@@ -59,6 +59,9 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, channel: Channel, to: &s
             validity_seconds: 7 * 86_400,
             metadata: BTreeMap::new(),
             client_reference: None,
+            contact_id: None,
+            conversation_id: None,
+            purpose: None,
             provider_message_id: None,
             attempts: 0,
             error: None,
@@ -108,6 +111,7 @@ fn inbound(account: ChannelAccountId, pid: &str, from: &str, at: Millis) -> Inbo
         to: None,
         content: Content::text("ok"),
         received_at: at,
+        contact_id: None,
     }
 }
 

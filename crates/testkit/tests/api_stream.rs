@@ -287,7 +287,7 @@ async fn bad_filters_and_unknown_last_event_ids_are_refused(backend: Backend) {
     };
     refused("?types=message.bogus", None).await.problem(422, "validation_failed").names("types");
     refused("?types=delivered", None).await.problem(422, "validation_failed").names("types");
-    refused("?types=message.delivered,contact.*", None).await.problem(422, "validation_failed").names("types");
+    refused("?types=message.delivered,ticket.*", None).await.problem(422, "validation_failed").names("types");
     refused("?types=", None).await.problem(422, "validation_failed").names("types");
     refused("?channel=fax", None).await.problem(422, "validation_failed").names("channel");
     let both = refused("?types=message.nope&channel=sms,pigeon", None).await;

@@ -192,6 +192,7 @@ fn inbound(account: ChannelAccountId, id: &str, from: &str, content: Content, at
         to: None,
         content,
         received_at: at,
+        contact_id: None,
     }
 }
 

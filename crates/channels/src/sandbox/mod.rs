@@ -321,6 +321,7 @@ impl SandboxConnector {
                     to: None,
                     content: Content::text(text.clone()),
                     received_at: at(step),
+                    contact_id: None,
                 }),
             ));
         }

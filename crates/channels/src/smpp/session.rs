@@ -456,6 +456,7 @@ impl Session {
             to,
             content: Content::text(text),
             received_at: now,
+            contact_id: None,
         };
         let _ = self.events.inbound.send(inbound);
     }

@@ -254,6 +254,7 @@ fn inbound(
         to: to.clone(),
         content,
         received_at: request.received_at,
+        contact_id: None,
     };
     if num_media == 0 {
         return Ok(vec![message(sid.to_string(), Content::text(body))]);

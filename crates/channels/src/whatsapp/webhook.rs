@@ -213,6 +213,7 @@ fn inbound(
         to,
         content: content(message),
         received_at: timestamp(message.get("timestamp")).unwrap_or(received_at),
+        contact_id: None,
     })
 }
 

@@ -2,8 +2,10 @@
 //! order; recovery from lag through the store; filters; slow clients; hubs that come and go.
 
 use super::*;
-use parley_domain::{ChannelAccountId, Content, Direction, EventId, MessageEvent, MessageState, Millis, WorkspaceId};
-use parley_store::{ChannelAccount, CreateMessages, NewOutbound, Workspace};
+use parley_domain::{
+    ChannelAccountId, Content, Direction, EventId, EventKind, MessageEvent, MessageState, Millis, WorkspaceId,
+};
+use parley_store::{ChannelAccount, CreateMessages, NewOutbound, Workspace, WorkspaceEvent};
 use std::collections::BTreeMap;
 
 struct World {
@@ -89,6 +91,9 @@ async fn send(store: &Arc<dyn Store>, ws: WorkspaceId, account: ChannelAccountId
                     validity_seconds: 3600,
                     metadata: BTreeMap::new(),
                     client_reference: None,
+                    contact_id: None,
+                    conversation_id: None,
+                    purpose: None,
                     provider_message_id: None,
                     attempts: 0,
                     error: None,
@@ -165,14 +170,14 @@ async fn a_subscriber_gets_the_backlog_then_live_events_once_in_order() {
     assert_eq!(positions(&new), everything[20..]);
     for event in backlog.iter().chain(&live) {
         let envelope = serde_json::from_str::<serde_json::Value>(event.json()).expect("JSON");
-        assert_eq!(envelope["type"], event.kind.event_type());
+        assert_eq!(envelope["type"], *event.event_type);
         assert_eq!(envelope["workspace_id"], w.ws.to_string());
-        let status = if event.kind == EventKind::Accepted { "accepted" } else { "queued" };
+        let status = if event.event_type == "message.accepted" { "accepted" } else { "queued" };
         assert_eq!(envelope["data"]["message"]["status"], status, "{envelope}");
         assert_eq!(envelope["id"], event.id.to_string());
         assert_eq!(envelope["data"]["sequence"], envelope["data"]["message"]["sequence"]);
         let sse = std::str::from_utf8(&event.sse).expect("UTF-8");
-        assert_eq!(sse, format!("id: {}\nevent: {}\ndata: {}\n\n", event.id, event.kind.event_type(), event.json()));
+        assert_eq!(sse, format!("id: {}\nevent: {}\ndata: {}\n\n", event.id, event.event_type, event.json()));
     }
     // Both subscribers got the same envelopes, built once.
     assert!(live.iter().zip(&new).all(|(a, b)| Arc::ptr_eq(a, b)));
@@ -210,7 +215,7 @@ async fn filters_pass_only_the_wanted_kinds_and_channels() {
     let w = world().await;
     let streams = Streams::new(quick());
     let filter = StreamFilter {
-        kinds: Some(HashSet::from([EventKind::Queued])),
+        types: Some(crate::webhooks::EventTypeFilter::parse(&["message.queued"]).unwrap()),
         channels: Some(HashSet::from([Channel::Whatsapp])),
     };
     let mut sub = streams.subscribe(w.store.clone(), w.ws, StreamStart::Now, filter).await.unwrap();
@@ -219,11 +224,70 @@ async fn filters_pass_only_the_wanted_kinds_and_channels() {
     send(&w.store, w.ws, w.sms, Channel::Sms, 3).await;
     let got = take(&mut sub, 2).await;
     quiet(&mut sub).await;
-    assert!(got.iter().all(|e| e.kind == EventKind::Queued && e.channel == Channel::Whatsapp));
+    assert!(got.iter().all(|e| e.event_type == "message.queued" && e.channel == Some(Channel::Whatsapp)));
     assert!(
         got.iter().all(|e| serde_json::from_str::<serde_json::Value>(e.json()).unwrap()["data"]["message"]["channel"]
             == "whatsapp")
     );
+}
+
+/// An `endpoint.disabled` recorded between message events.
+async fn endpoint_disabled(store: &Arc<dyn Store>, ws: WorkspaceId) -> EventId {
+    let event = WorkspaceEvent {
+        id: EventId::new(),
+        workspace_id: ws,
+        event_type: "endpoint.disabled".into(),
+        data: serde_json::json!({"endpoint": {"id": "wh_1", "enabled": false}}),
+        created_at: Millis::now(),
+    };
+    let id = event.id;
+    store.record_workspace_events(vec![event]).await.expect("workspace event");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_events_come_in_feed_order_and_only_without_a_channel_filter() {
+    let w = world().await;
+    let streams = Streams::new(quick());
+    let mut everything = streams.subscribe(w.store.clone(), w.ws, StreamStart::Now, Default::default()).await.unwrap();
+    let endpoints =
+        StreamFilter { types: Some(crate::webhooks::EventTypeFilter::parse(&["endpoint.*"]).unwrap()), channels: None };
+    let mut only_endpoints = streams.subscribe(w.store.clone(), w.ws, StreamStart::Now, endpoints).await.unwrap();
+    let sms_only = StreamFilter { types: None, channels: Some(HashSet::from([Channel::Sms])) };
+    let mut sms = streams.subscribe(w.store.clone(), w.ws, StreamStart::Now, sms_only).await.unwrap();
+    send(&w.store, w.ws, w.sms, Channel::Sms, 1).await;
+    let disabled = endpoint_disabled(&w.store, w.ws).await;
+    send(&w.store, w.ws, w.sms, Channel::Sms, 1).await;
+
+    let got = take(&mut everything, 5).await;
+    quiet(&mut everything).await;
+    assert_eq!(positions(&got), all_positions(&w).await);
+    let types: Vec<&str> = got.iter().map(|e| &*e.event_type).collect();
+    assert_eq!(
+        types,
+        ["message.accepted", "message.queued", "endpoint.disabled", "message.accepted", "message.queued"]
+    );
+    let event = &got[2];
+    assert_eq!((event.id, event.channel), (disabled, None));
+    let envelope: serde_json::Value = serde_json::from_str(event.json()).unwrap();
+    assert_eq!(
+        envelope,
+        serde_json::json!({
+            "id": disabled.to_string(),
+            "type": "endpoint.disabled",
+            "created_at": envelope["created_at"],
+            "workspace_id": w.ws.to_string(),
+            "data": {"endpoint": {"id": "wh_1", "enabled": false}},
+        })
+    );
+    assert!(envelope["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{envelope}");
+
+    let got = take(&mut only_endpoints, 1).await;
+    quiet(&mut only_endpoints).await;
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [disabled]);
+    let got = take(&mut sms, 4).await;
+    quiet(&mut sms).await;
+    assert!(got.iter().all(|e| e.channel == Some(Channel::Sms)), "a channel filter leaves workspace events out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,7 +173,7 @@ impl EndpointTask {
         let busy = feed.len() >= page as usize || due.len() >= page as usize;
         let new_cursor = feed.last().map(|e| e.position);
         let filter = EventTypeFilter::from_stored(endpoint.event_types.clone());
-        let wanted: Vec<FeedEvent> = feed.into_iter().filter(|e| filter.matches(e.event.kind.event_type())).collect();
+        let wanted: Vec<FeedEvent> = feed.into_iter().filter(|e| filter.matches(e.event_type())).collect();
 
         let mut items: Vec<Item> = envelopes(store.as_ref(), workspace, wanted)
             .await?
@@ -289,7 +289,7 @@ impl EndpointTask {
                 workspace_id: workspace,
                 endpoint_id: endpoint.id,
                 event_id: item.event.id,
-                event_type: item.event.kind.event_type().to_owned(),
+                event_type: item.event.event_type.to_string(),
                 attempt,
                 manual: item.delivery.as_ref().is_some_and(|d| d.manual),
                 status_code: result.status_code,

@@ -154,7 +154,7 @@ impl Engine {
         let Some(event) = self.store().feed_events_by_id(workspace, &[id]).await?.into_iter().next() else {
             return Ok(None);
         };
-        let event_type = event.event.kind.event_type();
+        let event_type = event.event_type();
         let now = self.config().webhooks.clock.now();
         let mut deliveries = Vec::new();
         let mut before = None;

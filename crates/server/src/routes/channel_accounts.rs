@@ -4,7 +4,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{Auth, Json};
+use crate::extract::{Auth, Json, JsonBytes};
 use crate::routes::List;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_channel_accounts, create_channel_account))
         .routes(routes!(get_channel_account, update_channel_account, delete_channel_account))
         .routes(routes!(check_channel_account))
+        .routes(routes!(simulate_inbound))
 }
 
 /// A channel account. Its credentials are never shown, only a masked hint of them.
@@ -301,4 +302,57 @@ async fn check_channel_account(
         },
     };
     Ok(axum::Json(check))
+}
+
+/// A message to make a sandbox account receive.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"from": "+4915123456789", "content": {"type": "text", "text": "STOP"}}))]
+pub struct SimulateInboundRequest {
+    /// The customer writing: a phone number (any common written form) or, for web chat, a
+    /// visitor id.
+    pub from: String,
+    /// What they write (`text`, `location`, `media`, …).
+    pub content: parley_domain::Content,
+}
+
+/// Make a sandbox account receive a message, as if a customer had written to it.
+///
+/// The message goes the way every received message goes (contact, conversation, keywords such as
+/// STOP, `message.received`), so integrations can be tried end to end without a provider. Only
+/// sandbox accounts take it.
+#[utoipa::path(post, path = "/v1/channel-accounts/{id}/simulate-inbound", tag = "channel_accounts",
+    params(("id" = String, Path, description = "A sandbox account's id (`cha_…`)")),
+    request_body = SimulateInboundRequest,
+    responses(
+        (status = 201, description = "Received and stored", body = parley_domain::Message),
+        (status = 404, description = "No such account in this workspace", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "not_sandbox_account, invalid_phone_number or invalid content", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = [])))]
+async fn simulate_inbound(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    JsonBytes(body): JsonBytes,
+) -> ApiResult<(StatusCode, axum::Json<parley_domain::Message>)> {
+    auth.require(Scope::MessagesWrite)?;
+    let id = account_id(&id)?;
+    let request: SimulateInboundRequest = crate::extract::parse_json(&body, "")?;
+    if let Err(e) = request.content.validate() {
+        let name = format!("content.{}", e.field);
+        return Err(ApiError::new("validation_failed", e.reason.clone()).with_param(name, e.reason));
+    }
+    let account = state.engine.store().get_channel_account(auth.workspace(), id).await?;
+    let account = account.ok_or_else(|| ApiError::not_found("channel account"))?;
+    let from = parley_domain::Address::parse(account.channel, &request.from, None).map_err(|e| {
+        ApiError::new("invalid_phone_number", e.to_string()).with_param("from", "not a valid address for the channel")
+    })?;
+    match state.engine.simulate_inbound(auth.workspace(), id, from.as_str(), request.content).await? {
+        Ok(message) => Ok((StatusCode::CREATED, axum::Json(message))),
+        Err(parley_engine::accounts::SimulateError::NotFound) => Err(ApiError::not_found("channel account")),
+        Err(e @ parley_engine::accounts::SimulateError::NotSandbox) => {
+            Err(ApiError::new("not_sandbox_account", e.to_string()))
+        }
+    }
 }

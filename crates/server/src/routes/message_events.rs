@@ -1,5 +1,9 @@
 //! `/v1/message-events`: every message event of the workspace in the order Parley recorded
 //! them, for followers such as `parley tail`. Poll with the `next_cursor` of the last page.
+//!
+//! The feed also holds events about the workspace (`endpoint.disabled`, …); this list is about
+//! messages and leaves them out (the live stream and webhooks carry them), but its cursor moves
+//! past them.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, Problem};
@@ -64,6 +68,12 @@ async fn list_message_events(
     }
     let events = store.events_after(auth.workspace(), after, limit).await?;
     let position = events.last().map_or(after, |e| e.position);
-    let data = events.into_iter().map(|e| FeedItem { channel: e.channel, event: e.event }).collect();
+    let data = events
+        .into_iter()
+        .filter_map(|e| match e.item {
+            parley_store::FeedItem::Message { channel, event } => Some(FeedItem { channel, event }),
+            parley_store::FeedItem::Workspace(_) => None,
+        })
+        .collect();
     Ok(axum::Json(List { data, next_cursor: Some(encode_cursor(&position.to_string())) }))
 }

@@ -8,7 +8,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parley_domain::{
-    Address, AddressError, Channel, ChannelAccountId, Content, E164, Message, MessageId, MessageState, Millis, Scope,
+    Address, AddressError, Channel, ChannelAccountId, ContactId, Content, E164, Message, MessageId, MessageState,
+    Millis, Purpose, Scope,
 };
 use parley_engine::{
     AcceptOutcome, EngineError, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec,
@@ -40,8 +41,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[schema(example = json!({"to": "+49 151 23456789", "channel": "sms", "content": {"type": "text", "text": "Your code is 123456"}}))]
 pub struct SendMessageRequest {
     /// The recipient: a phone number in any common written form (normalised to E.164), or a web
-    /// chat visitor id for `webchat`.
-    pub to: String,
+    /// chat visitor id for `webchat`. Give either `to` or `contact_id`.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Send to this contact (`ctc_…`) instead of an address: its most recent identity on the
+    /// channel is used.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub contact_id: Option<String>,
     pub channel: Channel,
     /// ISO 3166-1 alpha-2 region for numbers written without a country code (`DE`, `IN`).
     #[serde(default)]
@@ -65,24 +72,50 @@ pub struct SendMessageRequest {
     /// Your own reference (at most 256 characters).
     #[serde(default)]
     pub client_reference: Option<String>,
+    /// Why it is sent: `transactional` (the default), `marketing` (needs the recipient's opt-in
+    /// and waits out quiet hours), or your own slug (`otp`, `account_alerts`; a-z, 0-9, _).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "transactional")]
+    pub purpose: Option<String>,
+    /// Hold the message while the contact's quiet hours last (`true`) or not (`false`). By
+    /// default marketing waits and every other purpose goes at once.
+    #[serde(default)]
+    pub respect_quiet_hours: Option<bool>,
 }
 
 /// Check a request and turn it into what the engine takes; `prefix` names fields of batch items.
 fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError> {
     let name = |field: &str| if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
-    let to = match Address::parse(req.channel, &req.to, req.default_region.as_deref()) {
-        Ok(address) => Some(address),
-        Err(e @ AddressError::InvalidPhoneNumber { .. }) => {
+    let contact_id = match (&req.to, req.contact_id.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new("validation_failed", "give either to or contact_id, not both")
+                .with_param(name("contact_id"), "not with to"));
+        }
+        (None, None) => {
+            return Err(ApiError::new("validation_failed", "the recipient is missing: give to or contact_id")
+                .with_param(name("to"), "missing field `to` (or give contact_id)"));
+        }
+        (None, Some(raw)) => Some(ContactId::parse(raw).map_err(|e| {
+            ApiError::new("validation_failed", e.to_string()).with_param(name("contact_id"), e.to_string())
+        })?),
+        (Some(_), None) => None,
+    };
+    let to = match req.to.as_deref().map(|to| Address::parse(req.channel, to, req.default_region.as_deref())) {
+        None => None,
+        Some(Ok(address)) => Some(address),
+        Some(Err(e @ AddressError::InvalidPhoneNumber { .. })) => {
             return Err(
                 ApiError::new("invalid_phone_number", e.to_string()).with_param(name("to"), "not a valid phone number")
             );
         }
-        Err(e @ AddressError::UnknownRegion(_)) => {
+        Some(Err(e @ AddressError::UnknownRegion(_))) => {
             return Err(
                 ApiError::new("validation_failed", e.to_string()).with_param(name("default_region"), e.to_string())
             );
         }
-        Err(e) => return Err(ApiError::new("validation_failed", e.to_string()).with_param(name("to"), e.to_string())),
+        Some(Err(e)) => {
+            return Err(ApiError::new("validation_failed", e.to_string()).with_param(name("to"), e.to_string()));
+        }
     };
     let mut invalid = Invalid::default();
     if let Err(e) = req.content.validate() {
@@ -135,22 +168,33 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
             invalid.add(name("client_reference"), "must not contain control characters");
         }
     }
+    let purpose = match req.purpose.as_deref().map(Purpose::parse) {
+        None => Purpose::transactional(),
+        Some(Ok(purpose)) => purpose,
+        Some(Err(e)) => {
+            invalid.add(name("purpose"), e.to_string());
+            Purpose::transactional()
+        }
+    };
     invalid.into_result()?;
     Ok(SendSpec {
         channel: req.channel,
-        to: to.ok_or_else(|| ApiError::internal("address missing after validation"))?,
+        to,
         channel_account_id,
         content: req.content,
         send_at,
         validity_seconds: req.validity_seconds,
         metadata,
         client_reference: req.client_reference,
+        contact_id,
+        purpose,
+        respect_quiet_hours: req.respect_quiet_hours,
     })
 }
 
 /// The request fingerprint that an idempotency key is bound to: the route and the body's JSON
 /// in canonical form (keys sorted, no whitespace), so that formatting does not matter.
-fn fingerprint(route: &str, body: &[u8]) -> String {
+pub(crate) fn fingerprint(route: &str, body: &[u8]) -> String {
     let canonical = serde_json::from_slice::<serde_json::Value>(body).map(|v| v.to_string()).unwrap_or_default();
     let mut hasher = Sha256::new();
     hasher.update(route.as_bytes());
@@ -197,6 +241,27 @@ fn problem_bytes(e: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&e.problem()).unwrap_or_default()
 }
 
+/// The problem an item refused by the engine is answered with. A send the messaging policy
+/// refused was recorded as a `rejected` message: its id is the `message_id` extension member.
+fn refusal(e: &EngineError) -> ItemProblem {
+    let message_id = match e {
+        EngineError::Policy(p) => p.message_id(),
+        _ => None,
+    };
+    ItemProblem { problem: ApiError::from(e).problem(), message_id }
+}
+
+/// A problem document that may name the message recorded for the refused request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ItemProblem {
+    #[serde(flatten)]
+    pub problem: Problem,
+    /// The `rejected` message recorded for a send the messaging policy refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub message_id: Option<MessageId>,
+}
+
 /// Send a message.
 ///
 /// Answers 202 once the message is stored durably: a crash after this answer does not lose it.
@@ -225,21 +290,31 @@ async fn send_message(
     let request: SendMessageRequest = parse_json(&body, "")?;
     let spec = validate(request, "")?;
     let idempotency = key.map(|key| IdempotencyInput { key, request_hash: fingerprint("POST /v1/messages", &body) });
+    accept_one(&state, auth.workspace(), spec, idempotency).await
+}
+
+/// Accept one send and answer as `POST /v1/messages` does: 202 with the message and its
+/// `Location`, or the problem of the refusal (with the `rejected` message's id when the policy
+/// refused it); with an idempotency key, the first answer again.
+pub(crate) async fn accept_one(
+    state: &AppState,
+    workspace: parley_domain::WorkspaceId,
+    spec: SendSpec,
+    idempotency: Option<IdempotencyInput>,
+) -> ApiResult<Response> {
     let mut location = None;
     let outcome = state
         .engine
-        .accept(auth.workspace(), vec![spec], idempotency, |items: &[Result<Message, EngineError>]| {
-            match items.first() {
-                Some(Ok(m)) => {
-                    location = Some(format!("/v1/messages/{}", m.id));
-                    (202, serde_json::to_vec(m).unwrap_or_default())
-                }
-                Some(Err(e)) => {
-                    let e = ApiError::from(e);
-                    (e.status.as_u16(), problem_bytes(&e))
-                }
-                None => (500, Vec::new()),
+        .accept(workspace, vec![spec], idempotency, |items: &[Result<Message, EngineError>]| match items.first() {
+            Some(Ok(m)) => {
+                location = Some(format!("/v1/messages/{}", m.id));
+                (202, serde_json::to_vec(m).unwrap_or_default())
             }
+            Some(Err(e)) => {
+                let problem = refusal(e);
+                (problem.problem.status, serde_json::to_vec(&problem).unwrap_or_default())
+            }
+            None => (500, Vec::new()),
         })
         .await?;
     accepted_response(outcome, location)
@@ -263,7 +338,7 @@ pub struct BatchItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Problem>,
+    pub error: Option<ItemProblem>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -335,25 +410,42 @@ async fn send_batch(
                     let result = match slot {
                         Ok(k) => match items.get(*k) {
                             Some(Ok(m)) => Ok(m.clone()),
-                            Some(Err(e)) => Err(ApiError::from(e)),
-                            None => Err(ApiError::internal("batch item missing")),
+                            Some(Err(e)) => Err(refusal(e)),
+                            None => Err(ItemProblem {
+                                problem: ApiError::internal("batch item missing").problem(),
+                                message_id: None,
+                            }),
                         },
-                        Err(e) => Err(e.clone()),
+                        Err(e) => Err(ItemProblem { problem: e.problem(), message_id: None }),
                     };
                     match result {
                         Ok(m) => BatchItem { index, status: 202, message: Some(m), error: None },
-                        Err(e) => {
-                            BatchItem { index, status: e.status.as_u16(), message: None, error: Some(e.problem()) }
-                        }
+                        Err(e) => BatchItem { index, status: e.problem.status, message: None, error: Some(e) },
                     }
                 })
                 .collect();
             let accepted = data.iter().filter(|d| d.message.is_some()).count();
             let response = BatchResponse { rejected: data.len() - accepted, accepted, data };
             if accepted == 0 {
-                let errors = response.data.into_iter().filter_map(|d| d.error).collect::<Vec<_>>();
-                let e = ApiError::new("validation_failed", "no message of the batch could be accepted")
-                    .with_params(errors.into_iter().flat_map(|p| p.invalid_params).collect());
+                // An item refused by the messaging policy names no parameter: it is named by its
+                // position, with its code and the rejected message it was recorded as.
+                let params = response
+                    .data
+                    .into_iter()
+                    .filter_map(|d| d.error.map(|e| (d.index, e)))
+                    .flat_map(|(index, e)| match e.message_id {
+                        Some(id) => vec![crate::error::InvalidParam {
+                            name: format!("messages[{index}]"),
+                            reason: format!(
+                                "{}: {} (recorded as the rejected message {id})",
+                                e.problem.code, e.problem.detail
+                            ),
+                        }],
+                        None => e.problem.invalid_params,
+                    })
+                    .collect();
+                let e =
+                    ApiError::new("validation_failed", "no message of the batch could be accepted").with_params(params);
                 return (422, problem_bytes(&e));
             }
             (202, serde_json::to_vec(&response).unwrap_or_default())

@@ -3,6 +3,9 @@
 pub mod analytics;
 pub mod api_keys;
 pub mod channel_accounts;
+pub mod consents;
+pub mod contacts;
+pub mod conversations;
 pub mod hooks;
 pub mod message_events;
 pub mod messages;

@@ -1,4 +1,5 @@
-//! `GET /v1/stream`: the workspace's message events as they happen, as Server-Sent Events.
+//! `GET /v1/stream`: the workspace's events as they happen (message events, and events about the
+//! workspace such as `endpoint.disabled`), as Server-Sent Events.
 //!
 //! Each SSE message is one event envelope: `id:` the event id, `event:` its type, `data:` the
 //! envelope as JSON. A client that reconnects with `Last-Event-ID` continues right after that
@@ -14,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use parley_domain::{Channel, EventEnvelope, EventId, EventKind, Scope};
+use parley_domain::{Channel, EventEnvelope, EventId, Scope};
 use parley_engine::webhooks::EventTypeFilter;
 use parley_engine::{StreamFilter, StreamStart, Subscription};
 use serde::Deserialize;
@@ -38,16 +39,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// Comma-separated event types, exact (`message.delivered`) or every type of a resource
-    /// (`message.*`). Without it, every type.
+    /// Comma-separated event types, exact (`message.delivered`, `endpoint.disabled`) or every type
+    /// of a resource (`message.*`, `conversation.*`). Without it, every type.
     #[param(example = "message.delivered,message.failed")]
     pub types: Option<String>,
     /// Comma-separated channels (`sms`, `whatsapp`, `rcs`, `webchat`). Without it, every channel.
+    /// Events about the workspace (`endpoint.disabled`, …) have no channel: with a channel filter
+    /// they are left out.
     #[param(example = "sms,whatsapp")]
     pub channel: Option<String>,
 }
 
-/// Follow the workspace's message events live (Server-Sent Events).
+/// Follow the workspace's events live (Server-Sent Events).
 ///
 /// Starts with the events recorded after the request, or, with `Last-Event-ID`, right after that
 /// event (also across server restarts): every event exactly once, in the order Parley recorded
@@ -122,20 +125,23 @@ async fn next_chunk(subscription: &mut Subscription) -> Option<Bytes> {
 /// The filters of the query; every unknown type and channel is named in one answer.
 fn filter(q: &StreamQuery) -> ApiResult<StreamFilter> {
     let mut invalid = Invalid::default();
-    // The same vocabulary as webhook endpoints' `event_types` (exact types, `message.*`, `*`).
-    let kinds = q.types.as_deref().map(|raw| {
-        let mut kinds = HashSet::new();
+    // The same vocabulary as webhook endpoints' `event_types` (exact types, `message.*`,
+    // `endpoint.*`, `*`); each entry is checked on its own so that every bad one is named.
+    let types = q.types.as_deref().map(|raw| {
+        let mut entries: Vec<String> = Vec::new();
         for item in items(raw) {
             match EventTypeFilter::parse(&[item]) {
-                Ok(f) => kinds.extend(EventKind::ALL.into_iter().filter(|k| f.matches(k.event_type()))),
-                Err(_) => invalid
-                    .add("types", format!("'{}' is not an event type (message.delivered, message.*, …)", clip(item))),
+                Ok(f) => entries.extend(f.into_entries()),
+                Err(_) => invalid.add(
+                    "types",
+                    format!("'{}' is not an event type (message.delivered, message.*, endpoint.*, …)", clip(item)),
+                ),
             }
         }
         if items(raw).next().is_none() {
             invalid.add("types", "name at least one event type, or leave the parameter out");
         }
-        kinds
+        EventTypeFilter::from_stored(entries)
     });
     let channels = q.channel.as_deref().map(|raw| {
         let mut channels = HashSet::new();
@@ -155,7 +161,7 @@ fn filter(q: &StreamQuery) -> ApiResult<StreamFilter> {
         channels
     });
     invalid.into_result()?;
-    Ok(StreamFilter { kinds, channels })
+    Ok(StreamFilter { types, channels })
 }
 
 fn items(raw: &str) -> impl Iterator<Item = &str> {

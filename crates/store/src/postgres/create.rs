@@ -217,13 +217,15 @@ async fn insert_messages_and_jobs(conn: &mut PgConnection, requests: &[&CreateMe
         return Ok(());
     }
     rows::insert_messages(conn, &messages).await?;
+    super::conversations::count_outbound(conn, &messages).await?;
     let mut ids = Vec::with_capacity(messages.len());
     let mut workspaces = Vec::with_capacity(messages.len());
     let mut accounts = Vec::with_capacity(messages.len());
     let mut due = Vec::with_capacity(messages.len());
     let mut created = Vec::with_capacity(messages.len());
     for request in requests {
-        for new in &request.messages {
+        // A message refused before sending (policy) is stored final, with nothing to dispatch.
+        for new in request.messages.iter().filter(|new| !new.message.status.is_final()) {
             ids.push(new.message.id.to_string());
             workspaces.push(new.message.workspace_id.to_string());
             accounts.push(new.message.channel_account_id.to_string());

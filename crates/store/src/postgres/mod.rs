@@ -12,6 +12,9 @@
 //!
 //! All SQL here is static text with bound parameters (no string building), checked at run time.
 
+mod consent;
+mod contacts;
+mod conversations;
 mod create;
 mod provider;
 mod queue;
@@ -58,12 +61,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_analytics_index.sql")),
     (6, include_str!("../../migrations/postgres/0006_channel_account_credentials.sql")),
     (7, include_str!("../../migrations/postgres/0007_message_parts.sql")),
+    (8, include_str!("../../migrations/postgres/0008_message_contacts.sql")),
+    (9, include_str!("../../migrations/postgres/0009_contacts.sql")),
+    (10, include_str!("../../migrations/postgres/0010_consent.sql")),
+    (11, include_str!("../../migrations/postgres/0011_conversations.sql")),
 ];
 
 /// A [`Store`] on PostgreSQL.
 pub struct PgStore {
     pool: PgPool,
     writer: create::GroupCommit,
+    /// See [`crate::ConversationStore::set_conversation_idle_ms`].
+    conversation_idle_ms: std::sync::atomic::AtomicI64,
 }
 
 impl PgStore {
@@ -73,7 +82,8 @@ impl PgStore {
         let pool = connect(url, POOL_SIZE).await?;
         migrate_pool(&pool).await?;
         let writer = create::GroupCommit::start(pool.clone(), WRITERS);
-        Ok(PgStore { pool, writer })
+        let idle_ms = parley_domain::conversation::DEFAULT_IDLE_SECONDS * 1000;
+        Ok(PgStore { pool, writer, conversation_idle_ms: std::sync::atomic::AtomicI64::new(idle_ms) })
     }
 
     /// Apply pending migrations to the database at `url` and disconnect (`parley migrate`).
@@ -261,7 +271,8 @@ impl Store for PgStore {
     }
 
     async fn record_inbound(&self, messages: Vec<InboundMessage>) -> Result<Vec<Message>> {
-        provider::record_inbound(&self.pool, messages).await
+        let idle_ms = self.conversation_idle_ms.load(std::sync::atomic::Ordering::Relaxed);
+        provider::record_inbound(&self.pool, messages, idle_ms).await
     }
 
     async fn awaiting_receipts(&self, after: Option<MessageId>, limit: u32) -> Result<Vec<Message>> {
@@ -423,6 +434,10 @@ impl Store for PgStore {
 
     async fn list_workspace_events(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<WorkspaceEvent>> {
         webhooks::list_workspace_events(&self.pool, workspace, limit).await
+    }
+
+    async fn record_workspace_events(&self, events: Vec<WorkspaceEvent>) -> Result<()> {
+        webhooks::record_workspace_events(&self.pool, events).await
     }
 }
 

@@ -387,7 +387,11 @@ async fn keep_receipts(conn: &mut PgConnection, receipts: &[&Receipt], now: Mill
     Ok(())
 }
 
-pub(super) async fn record_inbound(pool: &PgPool, inbound: Vec<InboundMessage>) -> Result<Vec<Message>> {
+pub(super) async fn record_inbound(
+    pool: &PgPool,
+    inbound: Vec<InboundMessage>,
+    conversation_idle_ms: i64,
+) -> Result<Vec<Message>> {
     if inbound.is_empty() {
         return Ok(Vec::new());
     }
@@ -440,11 +444,19 @@ pub(super) async fn record_inbound(pool: &PgPool, inbound: Vec<InboundMessage>) 
         tx.commit().await?;
         return Ok(Vec::new());
     }
+    // Each message with a contact joins the contact's conversation (opened where needed).
+    let (mut joined, events): (Vec<Message>, Vec<MessageEvent>) = stored.into_iter().unzip();
+    let conversation_events = super::conversations::join_inbound(&mut tx, &mut joined, conversation_idle_ms).await?;
+    // Event ids grow with time, and the feed has a conversation's `opened` before the message
+    // that opened it: the messages' events take their ids now, after the conversations' events.
+    let events = events.into_iter().map(|e| MessageEvent { id: parley_domain::EventId::new(), ..e });
+    let stored: Vec<(Message, MessageEvent)> = joined.into_iter().zip(events).collect();
     let messages: Vec<&Message> = stored.iter().map(|(m, _)| m).collect();
     rows::insert_messages(&mut tx, &messages).await?;
     let events: Vec<NewEvent<'_>> =
         stored.iter().map(|(m, e)| NewEvent { workspace_id: m.workspace_id, event: e }).collect();
     super::lock_feed(&mut tx).await?;
+    super::conversations::insert_events(&mut tx, &conversation_events).await?;
     rows::insert_events(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(stored.into_iter().map(|(m, e)| Message { events: Some(vec![e]), ..m }).collect())
@@ -488,6 +500,9 @@ fn inbound_message(
         validity_seconds: 0,
         metadata: BTreeMap::new(),
         client_reference: None,
+        contact_id: m.contact_id,
+        conversation_id: None,
+        purpose: None,
         provider_message_id: Some(m.provider_message_id),
         attempts: 0,
         error: None,

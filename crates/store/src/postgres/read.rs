@@ -2,12 +2,14 @@
 
 use super::map_write_error;
 use super::rows::{self, event_columns, message_columns};
+use crate::model::WORKSPACE_EVENT_KIND;
 use crate::{
-    ApiKey, ChannelAccount, FeedEvent, MessageFilter, MessageStats, MetricsSnapshot, Result, StoreError, Workspace,
+    ApiKey, ChannelAccount, FeedEvent, FeedItem, MessageFilter, MessageStats, MetricsSnapshot, Result, StoreError,
+    Workspace, WorkspaceEvent,
 };
-use parley_domain::{ApiKeyId, ChannelAccountId, Message, MessageId, MessageState, Millis, WorkspaceId};
+use parley_domain::{ApiKeyId, ChannelAccountId, EventId, Message, MessageId, MessageState, Millis, WorkspaceId};
 use sqlx::Row;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgRow};
 
 macro_rules! api_key_columns {
     () => {
@@ -299,33 +301,66 @@ pub(super) async fn awaiting_receipts(pool: &PgPool, after: Option<MessageId>, l
     rows.iter().map(rows::message_from_row).collect()
 }
 
+/// The start of a feed query, up to its `WHERE` (completed by the caller, then `ORDER BY
+/// e.position`): the event row, its position, the message's channel (a message event) and the
+/// workspace event's body (a row of kind [`crate::model::WORKSPACE_EVENT_KIND`]), read by
+/// [`feed_event_from_row`]. A message event whose message is missing (never recorded so) is left
+/// out, as is a workspace event row without its body.
+macro_rules! feed_select {
+    () => {
+        "SELECT e.position, m.channel, e.id, e.message_id, e.workspace_id, e.sequence, e.kind, e.occurred_at, \
+         e.recorded_at, e.applied, e.attempt, e.provider_message_id, e.error_code, e.error_detail, \
+         e.error_permanent, e.retry_at, e.details, w.event_type AS w_event_type, w.data AS w_data, \
+         w.created_at AS w_created_at \
+         FROM message_events AS e LEFT JOIN messages AS m ON m.id = e.message_id \
+         LEFT JOIN workspace_events AS w ON e.kind = 'workspace_event' AND w.id = e.id \
+         WHERE (m.id IS NOT NULL OR w.id IS NOT NULL) AND "
+    };
+}
+pub(super) use feed_select;
+
+/// A row selected with [`feed_select`].
+pub(super) fn feed_event_from_row(row: &PgRow) -> Result<FeedEvent> {
+    let position: i64 = row.try_get("position")?;
+    let kind: String = row.try_get("kind")?;
+    if kind == WORKSPACE_EVENT_KIND {
+        let id: String = row.try_get("id")?;
+        let workspace: String = row.try_get("workspace_id")?;
+        let data: String = row.try_get("w_data")?;
+        return Ok(FeedEvent {
+            position,
+            item: FeedItem::Workspace(WorkspaceEvent {
+                id: EventId::parse(&id).map_err(|_| rows::corrupt("event id", &id))?,
+                workspace_id: WorkspaceId::parse(&workspace).map_err(|_| rows::corrupt("workspace id", &workspace))?,
+                event_type: row.try_get("w_event_type")?,
+                data: serde_json::from_str(&data).map_err(|_| rows::corrupt("workspace event data", &data))?,
+                created_at: Millis(row.try_get("w_created_at")?),
+            }),
+        });
+    }
+    Ok(FeedEvent {
+        position,
+        item: FeedItem::Message {
+            channel: rows::channel(&row.try_get::<String, _>("channel")?)?,
+            event: rows::event_from_row(row)?,
+        },
+    })
+}
+
 pub(super) async fn events_after(
     pool: &PgPool,
     workspace: WorkspaceId,
     after: i64,
     limit: u32,
 ) -> Result<Vec<FeedEvent>> {
-    let rows = sqlx::query(
-        "SELECT e.position, m.channel, e.id, e.message_id, e.workspace_id, e.sequence, e.kind, e.occurred_at, \
-         e.recorded_at, e.applied, e.attempt, e.provider_message_id, e.error_code, e.error_detail, \
-         e.error_permanent, e.retry_at, e.details \
-         FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
-         WHERE e.workspace_id = $1 AND e.position > $2 ORDER BY e.position LIMIT $3",
-    )
-    .bind(workspace.to_string())
-    .bind(after)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(FeedEvent {
-                position: row.try_get("position")?,
-                channel: rows::channel(&row.try_get::<String, _>("channel")?)?,
-                event: rows::event_from_row(row)?,
-            })
-        })
-        .collect()
+    let rows =
+        sqlx::query(concat!(feed_select!(), "e.workspace_id = $1 AND e.position > $2 ORDER BY e.position LIMIT $3"))
+            .bind(workspace.to_string())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+    rows.iter().map(feed_event_from_row).collect()
 }
 
 pub(super) async fn message_stats(pool: &PgPool, workspace: WorkspaceId) -> Result<MessageStats> {

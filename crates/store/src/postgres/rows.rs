@@ -15,7 +15,7 @@ macro_rules! message_columns {
     () => {
         "id, workspace_id, direction, channel, channel_account_id, to_address, from_address, status, content, \
          send_at, expires_at, validity_seconds, metadata, client_reference, provider_message_id, attempts, \
-         error_code, error_detail, error_permanent, sequence, created_at, updated_at"
+         error_code, error_detail, error_permanent, sequence, created_at, updated_at, contact_id, purpose, conversation_id"
     };
 }
 pub(super) use message_columns;
@@ -155,6 +155,23 @@ pub(super) fn message_from_row(row: &PgRow) -> Result<Message> {
         sequence: row.try_get("sequence")?,
         created_at: millis(row, "created_at")?,
         updated_at: millis(row, "updated_at")?,
+        contact_id: match row.try_get::<Option<String>, _>("contact_id")? {
+            Some(s) => {
+                Some(parley_domain::ContactId::parse(&s).map_err(|e| StoreError::Corrupt(format!("contact_id: {e}")))?)
+            }
+            None => None,
+        },
+        purpose: match row.try_get::<Option<String>, _>("purpose")? {
+            Some(s) => Some(parley_domain::Purpose::parse(&s).map_err(|_| corrupt("purpose", &s))?),
+            None => None,
+        },
+        conversation_id: match row.try_get::<Option<String>, _>("conversation_id")? {
+            Some(s) => Some(
+                parley_domain::ConversationId::parse(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("conversation_id: {e}")))?,
+            ),
+            None => None,
+        },
         events: None,
     })
 }
@@ -210,6 +227,9 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
     let mut sequences = Vec::with_capacity(n);
     let mut created = Vec::with_capacity(n);
     let mut updated = Vec::with_capacity(n);
+    let mut contacts = Vec::with_capacity(n);
+    let mut purposes = Vec::with_capacity(n);
+    let mut conversations = Vec::with_capacity(n);
     for m in messages {
         ids.push(m.id.to_string());
         workspaces.push(m.workspace_id.to_string());
@@ -233,6 +253,9 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
         sequences.push(m.sequence);
         created.push(m.created_at.0);
         updated.push(m.updated_at.0);
+        contacts.push(m.contact_id.map(|id| id.to_string()));
+        purposes.push(m.purpose.as_ref().map(|p| p.as_str()));
+        conversations.push(m.conversation_id.map(|id| id.to_string()));
     }
     sqlx::query(concat!(
         "INSERT INTO messages (",
@@ -240,7 +263,7 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
         ") SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], \
          $14::text[], $15::text[], $16::bigint[], $17::text[], $18::text[], $19::boolean[], $20::bigint[], \
-         $21::bigint[], $22::bigint[])"
+         $21::bigint[], $22::bigint[], $23::text[], $24::text[], $25::text[])"
     ))
     .bind(ids)
     .bind(workspaces)
@@ -264,6 +287,9 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
     .bind(sequences)
     .bind(created)
     .bind(updated)
+    .bind(contacts)
+    .bind(purposes)
+    .bind(conversations)
     .execute(conn)
     .await
     .map_err(super::map_write_error)?;

@@ -9,7 +9,9 @@
 //! meanwhile. Many-row writes are single UNNEST statements, in (endpoint, event) order.
 
 use super::map_write_error;
-use super::rows::{self, corrupt};
+use super::read::{feed_event_from_row, feed_select};
+use super::rows::corrupt;
+use crate::model::WORKSPACE_EVENT_KIND;
 use crate::{
     FeedEvent, Result, StoreError, WebhookAttempt, WebhookBacklog, WebhookDelivery, WebhookEndpoint, WebhookProgress,
     WorkspaceEvent,
@@ -439,23 +441,63 @@ pub(super) async fn record_progress(
         .bind(disable.at.0)
         .execute(&mut *tx)
         .await?;
-        let e = &disable.event;
-        sqlx::query(concat!(
-            "INSERT INTO workspace_events (",
-            workspace_event_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING"
-        ))
-        .bind(e.id.to_string())
-        .bind(e.workspace_id.to_string())
-        .bind(&e.event_type)
-        .bind(e.data.to_string())
-        .bind(e.created_at.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_write_error)?;
+        // Last: it takes the feed lock.
+        insert_workspace_event(&mut tx, &disable.event).await?;
     }
     tx.commit().await?;
     Ok(true)
+}
+
+/// Record a workspace event and its place in the feed on the caller's transaction: its
+/// `workspace_events` row and a `message_events` row of kind [`WORKSPACE_EVENT_KIND`] with the
+/// same id (as `id` and `message_id`), which gets the next feed position. Takes the feed lock
+/// ([`super::lock_feed`]), so call it last in the transaction, after every other lock. An event
+/// whose id is recorded already is left as it was.
+pub(crate) async fn insert_workspace_event(conn: &mut PgConnection, event: &WorkspaceEvent) -> Result<()> {
+    let id = event.id.to_string();
+    let workspace = event.workspace_id.to_string();
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO workspace_events (",
+        workspace_event_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING"
+    ))
+    .bind(&id)
+    .bind(&workspace)
+    .bind(&event.event_type)
+    .bind(event.data.to_string())
+    .bind(event.created_at.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_write_error)?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(());
+    }
+    super::lock_feed(&mut *conn).await?;
+    sqlx::query(
+        "INSERT INTO message_events (id, message_id, workspace_id, sequence, kind, occurred_at, recorded_at, applied) \
+         VALUES ($1, $1, $2, 0, $3, $4, $4, TRUE)",
+    )
+    .bind(&id)
+    .bind(&workspace)
+    .bind(WORKSPACE_EVENT_KIND)
+    .bind(event.created_at.0)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_write_error)?;
+    Ok(())
+}
+
+pub(super) async fn record_workspace_events(pool: &PgPool, events: Vec<WorkspaceEvent>) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for event in &events {
+        insert_workspace_event(&mut tx, event).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 // ---- reads -----------------------------------------------------------------------------------
@@ -583,26 +625,13 @@ pub(super) async fn feed_events_by_id(
         return Ok(Vec::new());
     }
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    let rows = sqlx::query(
-        "SELECT e.position, m.channel, e.id, e.message_id, e.workspace_id, e.sequence, e.kind, e.occurred_at, \
-         e.recorded_at, e.applied, e.attempt, e.provider_message_id, e.error_code, e.error_detail, \
-         e.error_permanent, e.retry_at, e.details \
-         FROM message_events AS e JOIN messages AS m ON m.id = e.message_id \
-         WHERE e.id = ANY($2::text[]) AND e.workspace_id = $1 ORDER BY e.position",
-    )
-    .bind(workspace.to_string())
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(FeedEvent {
-                position: row.try_get("position")?,
-                channel: rows::channel(&row.try_get::<String, _>("channel")?)?,
-                event: rows::event_from_row(row)?,
-            })
-        })
-        .collect()
+    let rows =
+        sqlx::query(concat!(feed_select!(), "e.id = ANY($2::text[]) AND e.workspace_id = $1 ORDER BY e.position"))
+            .bind(workspace.to_string())
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+    rows.iter().map(feed_event_from_row).collect()
 }
 
 pub(super) async fn list_workspace_events(

@@ -8,6 +8,9 @@
 //! Claiming dispatch jobs is a write too, which makes this the "single-writer path" that stands
 //! in for PostgreSQL's `SKIP LOCKED`.
 
+mod consent;
+mod contacts;
+mod conversations;
 mod reads;
 mod rows;
 mod webhooks;
@@ -35,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_analytics_index.sql")),
     (6, include_str!("../../migrations/sqlite/0006_channel_account_credentials.sql")),
     (7, include_str!("../../migrations/sqlite/0007_message_parts.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_message_contacts.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_contacts.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_consent.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_conversations.sql")),
 ];
 
 /// Writes applied in one transaction, at most.
@@ -78,6 +85,8 @@ type WriteJob = Box<dyn PendingWrite>;
 
 pub struct SqliteStore {
     writer: std::sync::mpsc::SyncSender<WriteJob>,
+    /// See [`crate::ConversationStore::set_conversation_idle_ms`].
+    conversation_idle_ms: Arc<std::sync::atomic::AtomicI64>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
 }
@@ -144,7 +153,14 @@ impl SqliteStore {
             .name("parley-sqlite-writer".into())
             .spawn(move || writer_loop(write_conn, rx))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqliteStore { writer: tx, readers: Arc::new(Mutex::new(readers)), path })
+        Ok(SqliteStore {
+            writer: tx,
+            conversation_idle_ms: Arc::new(std::sync::atomic::AtomicI64::new(
+                parley_domain::conversation::DEFAULT_IDLE_SECONDS * 1000,
+            )),
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -330,7 +346,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_messages(&self, request: CreateMessages) -> Result<CreateOutcome> {
-        self.write(move |c| writes::create_messages(c, &request)).await
+        let idle_ms = self.conversation_idle_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| writes::create_messages(c, &request, idle_ms)).await
     }
 
     async fn get_message(&self, workspace: WorkspaceId, id: MessageId, with_events: bool) -> Result<Option<Message>> {
@@ -360,7 +377,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_inbound(&self, messages: Vec<InboundMessage>) -> Result<Vec<Message>> {
-        self.write(move |c| writes::record_inbound(c, &messages)).await
+        let idle_ms = self.conversation_idle_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.write(move |c| writes::record_inbound(c, &messages, idle_ms)).await
     }
 
     async fn awaiting_receipts(&self, after: Option<MessageId>, limit: u32) -> Result<Vec<Message>> {
@@ -542,5 +560,12 @@ impl Store for SqliteStore {
 
     async fn list_workspace_events(&self, workspace: WorkspaceId, limit: u32) -> Result<Vec<WorkspaceEvent>> {
         self.read(move |c| webhooks::list_workspace_events(c, workspace, limit)).await
+    }
+
+    async fn record_workspace_events(&self, events: Vec<WorkspaceEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c| webhooks::record_workspace_events(c, &events)).await
     }
 }

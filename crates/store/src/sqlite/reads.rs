@@ -1,8 +1,14 @@
 //! Read-only queries, run on the reader pool.
 
 use super::rows::{self, API_KEY_COLUMNS, CHANNEL_ACCOUNT_COLUMNS, EVENT_COLUMNS, MESSAGE_COLUMNS};
-use crate::{ApiKey, ChannelAccount, FeedEvent, MessageFilter, MessageStats, MetricsSnapshot, Result, Workspace};
-use parley_domain::{Channel, ChannelAccountId, Message, MessageEvent, MessageId, MessageState, Millis, WorkspaceId};
+use crate::model::WORKSPACE_EVENT_KIND;
+use crate::{
+    ApiKey, ChannelAccount, FeedEvent, FeedItem, MessageFilter, MessageStats, MetricsSnapshot, Result, Workspace,
+    WorkspaceEvent,
+};
+use parley_domain::{
+    Channel, ChannelAccountId, EventId, Message, MessageEvent, MessageId, MessageState, Millis, WorkspaceId,
+};
 use rusqlite::{Connection, OptionalExtension, params, types::Value};
 
 pub fn get_workspace(c: &Connection, id: WorkspaceId) -> Result<Option<Workspace>> {
@@ -133,21 +139,66 @@ pub fn list_messages(c: &Connection, workspace: WorkspaceId, f: &MessageFilter, 
     Ok(out)
 }
 
+/// What a feed query selects after `e.`[`EVENT_COLUMNS`] and the position: the message's channel
+/// (a message event) or the workspace event's body (a row of kind
+/// [`crate::model::WORKSPACE_EVENT_KIND`]); read by [`feed_event`].
+pub(super) const FEED_EXTRA_COLUMNS: &str = "m.channel, w.workspace_id, w.event_type, w.data, w.created_at";
+
+/// The joins behind [`FEED_EXTRA_COLUMNS`]. Both are outer joins, so SQLite keeps `e` as the
+/// outer loop (the `message_events_workspace` range); a row that finds neither is left out by
+/// [`FEED_FOUND`].
+pub(super) const FEED_JOINS: &str = "LEFT JOIN messages m ON m.id = e.message_id \
+     LEFT JOIN workspace_events w ON e.kind = 'workspace_event' AND w.id = e.id";
+
+/// A message event whose message is missing (never recorded so) is left out, as is a workspace
+/// event row without its body.
+pub(super) const FEED_FOUND: &str = "(m.id IS NOT NULL OR w.id IS NOT NULL)";
+
+/// `e.`-prefixed [`EVENT_COLUMNS`].
+pub(super) fn feed_event_columns() -> String {
+    EVENT_COLUMNS.split(", ").map(|col| format!("e.{col}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A row selected with [`feed_event_columns`], `e.position` and [`FEED_EXTRA_COLUMNS`].
+pub(super) fn feed_event(row: &rusqlite::Row<'_>) -> Result<FeedEvent> {
+    let n = rows::EVENT_COLUMN_COUNT;
+    let position: i64 = row.get(n)?;
+    let kind: String = row.get(3)?;
+    if kind == WORKSPACE_EVENT_KIND {
+        let id: String = row.get(0)?;
+        let workspace: String = row.get(n + 2)?;
+        let data: String = row.get(n + 4)?;
+        return Ok(FeedEvent {
+            position,
+            item: FeedItem::Workspace(WorkspaceEvent {
+                id: EventId::parse(&id).map_err(|_| rows::corrupt("event id", &id))?,
+                workspace_id: WorkspaceId::parse(&workspace).map_err(|_| rows::corrupt("workspace id", &workspace))?,
+                event_type: row.get(n + 3)?,
+                data: serde_json::from_str(&data).map_err(|_| rows::corrupt("workspace event data", &data))?,
+                created_at: Millis(row.get(n + 5)?),
+            }),
+        });
+    }
+    let channel: String = row.get(n + 1)?;
+    Ok(FeedEvent {
+        position,
+        item: FeedItem::Message {
+            channel: Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
+            event: rows::event(row)?,
+        },
+    })
+}
+
 pub fn events_after(c: &Connection, workspace: WorkspaceId, after: i64, limit: u32) -> Result<Vec<FeedEvent>> {
-    let cols = EVENT_COLUMNS.split(", ").map(|col| format!("e.{col}")).collect::<Vec<_>>().join(", ");
+    let cols = feed_event_columns();
     let mut st = c.prepare_cached(&format!(
-        "SELECT {cols}, e.position, m.channel FROM message_events e JOIN messages m ON m.id = e.message_id \
-         WHERE e.workspace_id = ?1 AND e.position > ?2 ORDER BY e.position LIMIT ?3"
+        "SELECT {cols}, e.position, {FEED_EXTRA_COLUMNS} FROM message_events e {FEED_JOINS} \
+         WHERE e.workspace_id = ?1 AND e.position > ?2 AND {FEED_FOUND} ORDER BY e.position LIMIT ?3"
     ))?;
     let mut rows = st.query(params![workspace.to_string(), after, limit])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let channel: String = row.get(rows::EVENT_COLUMN_COUNT + 1)?;
-        out.push(FeedEvent {
-            event: rows::event(row)?,
-            position: row.get(rows::EVENT_COLUMN_COUNT)?,
-            channel: Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
-        });
+        out.push(feed_event(row)?);
     }
     Ok(out)
 }

@@ -10,7 +10,7 @@ use rusqlite::Row;
 
 pub const MESSAGE_COLUMNS: &str = "id, workspace_id, direction, channel, channel_account_id, to_address, from_address, \
      status, content, send_at, expires_at, validity_seconds, metadata, client_reference, provider_message_id, attempts, \
-     error_code, error_detail, error_permanent, sequence, created_at, updated_at";
+     error_code, error_detail, error_permanent, sequence, created_at, updated_at, contact_id, purpose, conversation_id";
 
 /// The columns of [`Progress`], in its order.
 pub const PROGRESS_COLUMNS: &str = "id, workspace_id, channel_account_id, status, sequence, attempts, \
@@ -137,6 +137,18 @@ pub fn message(row: &Row<'_>) -> Result<Message> {
         sequence: row.get(19)?,
         created_at: Millis(row.get(20)?),
         updated_at: Millis(row.get(21)?),
+        contact_id: match row.get::<_, Option<String>>(22)? {
+            Some(id) => Some(parse("contact id", id, parley_domain::ContactId::parse)?),
+            None => None,
+        },
+        purpose: match row.get::<_, Option<String>>(23)? {
+            Some(p) => Some(parse("purpose", p, parley_domain::Purpose::parse)?),
+            None => None,
+        },
+        conversation_id: match row.get::<_, Option<String>>(24)? {
+            Some(id) => Some(parse("conversation id", id, parley_domain::ConversationId::parse)?),
+            None => None,
+        },
         events: None,
     })
 }

@@ -8,12 +8,14 @@
 //! cached statement executed per row, which on SQLite costs about what a multi-row statement
 //! would, without building SQL.
 
-use super::rows::{self, EVENT_COLUMNS, write_error};
+use super::reads::{FEED_EXTRA_COLUMNS, FEED_FOUND, FEED_JOINS, feed_event, feed_event_columns};
+use super::rows::{self, write_error};
+use crate::model::WORKSPACE_EVENT_KIND;
 use crate::{
     FeedEvent, Result, StoreError, WebhookAttempt, WebhookBacklog, WebhookDelivery, WebhookEndpoint, WebhookProgress,
     WorkspaceEvent,
 };
-use parley_domain::{Channel, EventId, Millis, WebhookAttemptId, WebhookEndpointId, WorkspaceId};
+use parley_domain::{EventId, Millis, WebhookAttemptId, WebhookEndpointId, WorkspaceId};
 use rusqlite::{Connection, Row, params};
 
 /// The columns of `webhook_endpoints` but the lease, in the order [`endpoint`] reads them.
@@ -294,20 +296,42 @@ pub fn record_progress(c: &Connection, endpoint: WebhookEndpointId, owner: &str,
              updated_at = MAX(updated_at, ?3), lease_owner = NULL, lease_until = NULL WHERE id = ?1",
         )?
         .execute(params![endpoint_id, disable.reason, disable.at.0])?;
-        let e = &disable.event;
-        c.prepare_cached(&format!(
+        insert_workspace_event(c, &disable.event)?;
+    }
+    Ok(true)
+}
+
+/// Record a workspace event and its place in the feed: its `workspace_events` row and a
+/// `message_events` row of kind [`WORKSPACE_EVENT_KIND`] with the same id (as `id` and
+/// `message_id`), so that it gets the next feed position, on the caller's transaction. An event
+/// whose id is recorded already is left as it was (a write may run twice).
+pub(crate) fn insert_workspace_event(c: &Connection, event: &WorkspaceEvent) -> Result<()> {
+    let id = event.id.to_string();
+    let workspace = event.workspace_id.to_string();
+    let inserted = c
+        .prepare_cached(&format!(
             "INSERT INTO workspace_events ({WORKSPACE_EVENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (id) DO NOTHING"
         ))?
-        .execute(params![
-            e.id.to_string(),
-            e.workspace_id.to_string(),
-            e.event_type,
-            e.data.to_string(),
-            e.created_at.0
-        ])?;
+        .execute(params![id, workspace, event.event_type, event.data.to_string(), event.created_at.0])
+        .map_err(write_error)?;
+    if inserted == 0 {
+        return Ok(());
     }
-    Ok(true)
+    c.prepare_cached(
+        "INSERT INTO message_events (id, message_id, workspace_id, sequence, kind, occurred_at, recorded_at, applied) \
+         VALUES (?1, ?1, ?2, 0, ?3, ?4, ?4, 1)",
+    )?
+    .execute(params![id, workspace, WORKSPACE_EVENT_KIND, event.created_at.0])
+    .map_err(write_error)?;
+    Ok(())
+}
+
+pub fn record_workspace_events(c: &Connection, events: &[WorkspaceEvent]) -> Result<()> {
+    for event in events {
+        insert_workspace_event(c, event)?;
+    }
+    Ok(())
 }
 
 // ---- reads -----------------------------------------------------------------------------------
@@ -408,19 +432,13 @@ pub fn feed_events_by_id(c: &Connection, workspace: WorkspaceId, ids: &[EventId]
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let cols = EVENT_COLUMNS.split(", ").map(|col| format!("e.{col}")).collect::<Vec<_>>().join(", ");
+    let cols = feed_event_columns();
     let mut st = c.prepare_cached(&format!(
-        "SELECT {cols}, e.position, m.channel FROM message_events e JOIN messages m ON m.id = e.message_id \
-         WHERE e.id IN (SELECT value FROM json_each(?1)) AND +e.workspace_id = ?2 ORDER BY e.position"
+        "SELECT {cols}, e.position, {FEED_EXTRA_COLUMNS} FROM message_events e {FEED_JOINS} \
+         WHERE e.id IN (SELECT value FROM json_each(?1)) AND +e.workspace_id = ?2 AND {FEED_FOUND} \
+         ORDER BY e.position"
     ))?;
-    collect(st.query(params![id_list(ids.iter()), workspace.to_string()])?, |row| {
-        let channel: String = row.get(rows::EVENT_COLUMN_COUNT + 1)?;
-        Ok(FeedEvent {
-            event: rows::event(row)?,
-            position: row.get(rows::EVENT_COLUMN_COUNT)?,
-            channel: Channel::parse(&channel).ok_or_else(|| rows::corrupt("channel", &channel))?,
-        })
-    })
+    collect(st.query(params![id_list(ids.iter()), workspace.to_string()])?, feed_event)
 }
 
 pub fn list_workspace_events(c: &Connection, workspace: WorkspaceId, limit: u32) -> Result<Vec<WorkspaceEvent>> {

@@ -124,7 +124,7 @@ fn insert_message(c: &Connection, m: &Message) -> Result<()> {
     let metadata = serde_json::to_string(&m.metadata).map_err(|e| crate::StoreError::Database(e.to_string()))?;
     c.prepare_cached(&format!(
         "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
     ))?
     .execute(params![
         m.id.to_string(),
@@ -148,7 +148,10 @@ fn insert_message(c: &Connection, m: &Message) -> Result<()> {
         m.error.as_ref().map(|e| e.permanent),
         m.sequence,
         m.created_at.0,
-        m.updated_at.0
+        m.updated_at.0,
+        m.contact_id.map(|id| id.to_string()),
+        m.purpose.as_ref().map(|p| p.as_str()),
+        m.conversation_id.map(|id| id.to_string())
     ])
     .map_err(write_error)?;
     Ok(())
@@ -277,7 +280,7 @@ fn delete_job(c: &Connection, id: MessageId) -> Result<()> {
     Ok(())
 }
 
-pub fn create_messages(c: &Connection, req: &CreateMessages) -> Result<CreateOutcome> {
+pub fn create_messages(c: &Connection, req: &CreateMessages, conversation_idle_ms: i64) -> Result<CreateOutcome> {
     if let Some(idem) = &req.idempotency {
         let existing = c
             .prepare_cached(
@@ -312,9 +315,23 @@ pub fn create_messages(c: &Connection, req: &CreateMessages) -> Result<CreateOut
         ])?;
     }
     for new in &req.messages {
-        insert_message(c, &new.message)?;
+        // A message with a contact joins the contact's conversation (see `conversations::join`).
+        let joined;
+        let message = if new.message.conversation_id.is_some() {
+            let mut m = new.message.clone();
+            super::conversations::join(c, &mut m, conversation_idle_ms)?;
+            joined = m;
+            &joined
+        } else {
+            &new.message
+        };
+        insert_message(c, message)?;
         for e in &new.events {
             insert_event(c, new.message.workspace_id, e)?;
+        }
+        // A message refused before sending (policy) is stored final, with nothing to dispatch.
+        if new.message.status.is_final() {
+            continue;
         }
         c.prepare_cached(
             "INSERT INTO dispatch_jobs (message_id, workspace_id, channel_account_id, due_at, attempt, lease_owner, \
@@ -370,7 +387,8 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
         let mut rows = st.query(params![now.0, limit])?;
         let mut due = Vec::new();
         while let Some(row) = rows.next()? {
-            due.push((rows::message(row)?, row.get(22)?));
+            // `j.attempt` comes right after the message's columns.
+            due.push((rows::message(row)?, row.get(columns.len())?));
         }
         due
     };
@@ -729,7 +747,7 @@ pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Res
     Ok(())
 }
 
-pub fn record_inbound(c: &Connection, inbound: &[InboundMessage]) -> Result<Vec<Message>> {
+pub fn record_inbound(c: &Connection, inbound: &[InboundMessage], conversation_idle_ms: i64) -> Result<Vec<Message>> {
     let mut stored = Vec::new();
     for i in inbound {
         let exists = c
@@ -765,6 +783,9 @@ pub fn record_inbound(c: &Connection, inbound: &[InboundMessage]) -> Result<Vec<
             validity_seconds: 0,
             metadata: Default::default(),
             client_reference: None,
+            contact_id: i.contact_id,
+            conversation_id: None,
+            purpose: None,
             provider_message_id: Some(i.provider_message_id.clone()),
             attempts: 0,
             error: None,
@@ -773,6 +794,7 @@ pub fn record_inbound(c: &Connection, inbound: &[InboundMessage]) -> Result<Vec<
             updated_at: now,
             events: None,
         };
+        super::conversations::join(c, &mut m, conversation_idle_ms)?;
         insert_message(c, &m)?;
         let event = MessageEvent {
             id: EventId::new(),

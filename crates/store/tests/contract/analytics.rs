@@ -14,6 +14,7 @@ fn inbound(account: ChannelAccountId, pid: &str, from: &str, at: Millis) -> Inbo
         to: None,
         content: Content::text("thanks"),
         received_at: at,
+        contact_id: None,
     }
 }
 

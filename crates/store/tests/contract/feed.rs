@@ -3,6 +3,7 @@
 //! that a message replayed from its timeline (`Message::as_of`) is what the store said then.
 
 use crate::support::*;
+use parley_store::{FeedItem, WorkspaceEvent};
 
 pub async fn event_positions_resolve_in_their_workspace_only(f: Fixture) {
     let other = workspace(f.store.as_ref(), "Other").await;
@@ -15,21 +16,21 @@ pub async fn event_positions_resolve_in_their_workspace_only(f: Fixture) {
     let feed = f.store.events_after(f.ws, 0, 100).await.unwrap();
     assert_eq!(feed.len(), 4);
     for e in &feed {
-        assert_eq!(f.store.event_position(f.ws, e.event.id).await.unwrap(), Some(e.position), "{:?}", e.event.id);
-        assert_eq!(f.store.event_position(other, e.event.id).await.unwrap(), None, "not another workspace's");
+        assert_eq!(f.store.event_position(f.ws, e.id()).await.unwrap(), Some(e.position), "{:?}", e.id());
+        assert_eq!(f.store.event_position(other, e.id()).await.unwrap(), None, "not another workspace's");
     }
     let their_feed = f.store.events_after(other, 0, 100).await.unwrap();
     assert_eq!(their_feed.len(), 2);
     for e in &their_feed {
-        assert_eq!(f.store.event_position(f.ws, e.event.id).await.unwrap(), None);
-        assert_eq!(f.store.event_position(other, e.event.id).await.unwrap(), Some(e.position));
+        assert_eq!(f.store.event_position(f.ws, e.id()).await.unwrap(), None);
+        assert_eq!(f.store.event_position(other, e.id()).await.unwrap(), Some(e.position));
     }
     assert_eq!(f.store.event_position(f.ws, EventId::new()).await.unwrap(), None);
     // Resuming after an event's position gives exactly the events recorded after it.
     let resumed = f.store.events_after(f.ws, feed[1].position, 100).await.unwrap();
     assert_eq!(
-        resumed.iter().map(|e| e.event.id).collect::<Vec<_>>(),
-        feed[2..].iter().map(|e| e.event.id).collect::<Vec<_>>()
+        resumed.iter().map(|e| e.id()).collect::<Vec<_>>(),
+        feed[2..].iter().map(|e| e.id()).collect::<Vec<_>>()
     );
 }
 
@@ -126,4 +127,76 @@ pub async fn a_message_as_of_each_event_is_what_the_store_said_then(f: Fixture) 
 /// The message as `get_message` answers without its timeline.
 async fn bare(f: &Fixture, id: MessageId) -> Message {
     f.store.get_message(f.ws, id, false).await.unwrap().expect("message exists")
+}
+
+fn workspace_event(ws: WorkspaceId, event_type: &str, data: serde_json::Value, at: Millis) -> WorkspaceEvent {
+    WorkspaceEvent { id: EventId::new(), workspace_id: ws, event_type: event_type.into(), data, created_at: at }
+}
+
+/// A workspace event (`conversation.opened`, `endpoint.disabled`, …) committed between two message
+/// events comes out of the feed between them, with its body, and followers resume around it;
+/// readers of message events (timelines, lists, figures) do not see it.
+pub async fn workspace_events_take_their_place_in_the_feed(f: Fixture) {
+    let other = workspace(f.store.as_ref(), "Other").await;
+    let first = f.send("+4915111111111", T0).await;
+    let data = serde_json::json!({"conversation": {"id": "cnv_1", "status": "open"}});
+    let opened = workspace_event(f.ws, "conversation.opened", data, T0.plus_millis(1));
+    f.store.record_workspace_events(vec![opened.clone()]).await.unwrap();
+    let second = f.send("+4915122222222", T0.plus_millis(2)).await;
+    // Recorded again (a retried call): kept as it was, in its place.
+    let mut again = opened.clone();
+    again.event_type = "conversation.closed".into();
+    f.store.record_workspace_events(vec![again]).await.unwrap();
+    f.store.record_workspace_events(Vec::new()).await.unwrap();
+
+    let feed = f.store.events_after(f.ws, 0, 100).await.unwrap();
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
+    let seen: Vec<(EventId, &str, Option<Channel>)> =
+        feed.iter().map(|e| (e.id(), e.event_type(), e.channel())).collect();
+    let first_events = f.get(first).await.events.unwrap();
+    let second_events = f.get(second).await.events.unwrap();
+    let sms = Some(Channel::Sms);
+    assert_eq!(
+        seen,
+        [
+            (first_events[0].id, "message.accepted", sms),
+            (first_events[1].id, "message.queued", sms),
+            (opened.id, "conversation.opened", None),
+            (second_events[0].id, "message.accepted", sms),
+            (second_events[1].id, "message.queued", sms),
+        ]
+    );
+    assert_eq!(feed[2].item, FeedItem::Workspace(opened.clone()), "with its body");
+    assert_eq!(feed[2].message_event(), None);
+
+    // Followers resume before and after it.
+    assert_eq!(f.store.events_after(f.ws, feed[1].position, 1).await.unwrap(), feed[2..3]);
+    assert_eq!(f.store.events_after(f.ws, feed[2].position, 100).await.unwrap(), feed[3..]);
+    assert_eq!(f.store.event_position(f.ws, opened.id).await.unwrap(), Some(feed[2].position));
+    assert_eq!(f.store.event_position(other, opened.id).await.unwrap(), None);
+    assert_eq!(f.store.feed_events_by_id(f.ws, &[feed[3].id(), opened.id]).await.unwrap(), feed[2..4]);
+    assert!(f.store.feed_events_by_id(other, &[opened.id]).await.unwrap().is_empty());
+    assert!(f.store.events_after(other, 0, 100).await.unwrap().is_empty(), "not another workspace's");
+    assert_eq!(f.store.list_workspace_events(f.ws, 10).await.unwrap(), vec![opened.clone()]);
+
+    // The newest position may be a workspace event's; several are recorded in one call, in order.
+    let disabled = workspace_event(f.ws, "endpoint.disabled", serde_json::json!({"endpoint": {}}), T0.plus_millis(3));
+    let opted_out = workspace_event(f.ws, "contact.opted_out", serde_json::json!({"contact": {}}), T0.plus_millis(3));
+    f.store.record_workspace_events(vec![disabled.clone(), opted_out.clone()]).await.unwrap();
+    let tail = f.store.events_after(f.ws, feed[4].position, 100).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|e| e.item.clone()).collect::<Vec<_>>(),
+        [FeedItem::Workspace(disabled), FeedItem::Workspace(opted_out)]
+    );
+    assert_eq!(f.store.latest_event_position(f.ws).await.unwrap(), tail[1].position);
+    assert_eq!(f.store.latest_event_position(other).await.unwrap(), 0);
+
+    // Message-level readers see messages and their events only.
+    assert_eq!((first_events.len(), second_events.len()), (2, 2));
+    let loaded = f.store.messages_with_events(f.ws, &[first, second]).await.unwrap();
+    assert_eq!(loaded.iter().map(|m| m.events.as_ref().map_or(0, Vec::len)).collect::<Vec<_>>(), [2, 2]);
+    let stats = f.store.message_stats(f.ws).await.unwrap();
+    assert_eq!((stats.total(), stats.count(MessageState::Queued)), (2, 2));
+    assert_eq!(f.store.list_messages(f.ws, &MessageFilter::default(), 10).await.unwrap().len(), 2);
+    assert!(f.store.delivery_latencies_ms(f.ws).await.unwrap().is_empty());
 }

@@ -12,6 +12,9 @@
 //! listed is dead code, which the lints refuse.
 
 mod analytics;
+mod consent;
+mod contacts;
+mod conversations;
 mod feed;
 mod messages;
 mod metrics;
@@ -63,10 +66,28 @@ contract_tests! {
         analytics: [
             rows_of_the_window_with_first_delivery_and_replies,
         ],
+        consent: [
+            the_ledger_is_appended_and_listed_newest_first,
+            opt_outs_in_force_are_those_no_newer_record_covers,
+            the_messaging_policy_is_stored_per_workspace,
+            last_inbound_and_recent_sends,
+        ],
+        contacts: [
+            upserts_find_the_owner_and_report_what_they_did,
+            erased_contacts_keep_their_identities_and_revive,
+            merges_repoint_messages_and_consents,
+        ],
+        conversations: [
+            concurrent_openers_share_one_conversation,
+            inbound_joins_the_open_conversation_until_it_is_idle,
+            outbound_messages_count_in_the_conversation_they_name,
+            assigning_and_closing_record_activities,
+        ],
         feed: [
             event_positions_resolve_in_their_workspace_only,
             messages_with_events_loads_the_workspaces_messages_with_their_timelines,
             a_message_as_of_each_event_is_what_the_store_said_then,
+            workspace_events_take_their_place_in_the_feed,
         ],
         messages: [
             create_get_and_list_with_filters_and_cursor,

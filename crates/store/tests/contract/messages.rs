@@ -16,6 +16,10 @@ pub async fn create_get_and_list_with_filters_and_cursor(f: Fixture) {
         T0.plus_millis(4000),
         Some(T0.plus_seconds(600)),
     );
+    let mut wa = wa;
+    // Who it is for and why round-trip too.
+    wa.message.contact_id = Some(parley_domain::ContactId::new());
+    wa.message.purpose = Some(parley_domain::Purpose::marketing());
     let wa_id = wa.message.id;
     let expected = wa.message.clone();
     f.store.create_messages(request(f.ws, vec![wa], T0.plus_millis(4000))).await.unwrap();
@@ -81,7 +85,10 @@ pub async fn create_get_and_list_with_filters_and_cursor(f: Fixture) {
     let feed = f.store.events_after(f.ws, 0, 100).await.unwrap();
     assert_eq!(feed.len(), 10);
     assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
-    assert_eq!(feed.last().map(|e| (e.event.message_id, e.channel)), Some((wa_id, Channel::Whatsapp)));
+    assert_eq!(
+        feed.last().and_then(|e| Some((e.message_event()?.message_id, e.channel()?))),
+        Some((wa_id, Channel::Whatsapp))
+    );
     let rest = f.store.events_after(f.ws, feed[6].position, 100).await.unwrap();
     assert_eq!(rest.len(), 3);
     assert!(f.store.events_after(other, 0, 100).await.unwrap().is_empty());
@@ -291,7 +298,7 @@ pub async fn the_feed_never_skips_an_event_committed_late(f: Fixture) {
         if let Some(last) = events.last() {
             after = last.position;
         }
-        seen.extend(events.iter().map(|e| e.event.id));
+        seen.extend(events.iter().map(|e| e.id()));
         if events.is_empty() {
             if done {
                 break;

@@ -62,6 +62,7 @@ pub async fn metrics_snapshot_counts_messages_and_claimable_jobs(f: Fixture) {
         to: None,
         content: Content::text("hi"),
         received_at: at,
+        contact_id: None,
     };
     assert_eq!(f.store.record_inbound(vec![inbound]).await.unwrap().len(), 1);
     let snapshot = f.store.metrics_snapshot(at).await.unwrap();

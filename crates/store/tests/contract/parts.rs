@@ -64,11 +64,11 @@ pub async fn receipt_details_are_kept_on_the_event(f: Fixture) {
 
     // The feed gives them too.
     let feed = f.store.events_after(f.ws, 0, 100).await.unwrap();
-    let said: Vec<_> = feed.iter().filter_map(|e| e.event.details.clone()).collect();
+    let said: Vec<_> = feed.iter().filter_map(|e| e.message_event()?.details.clone()).collect();
     assert_eq!(said, [pricing, json!({"text": "id:w-2 stat:UNDELIV err:001"})]);
     let last = feed.last().unwrap();
-    let by_id = f.store.feed_events_by_id(f.ws, &[last.event.id]).await.unwrap();
-    assert_eq!(by_id[0].event.details, last.event.details);
+    let by_id = f.store.feed_events_by_id(f.ws, &[last.id()]).await.unwrap();
+    assert_eq!(by_id[0], *last);
 }
 
 pub async fn parts_delivered_in_any_order_deliver_the_message_once(f: Fixture) {

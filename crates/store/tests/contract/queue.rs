@@ -358,9 +358,14 @@ pub async fn inbound_messages_are_stored_once(f: Fixture) {
         to: Some("+4930123456".into()),
         content: Content::text("STOP"),
         received_at: T0,
+        contact_id: None,
     };
-    let stored = f.store.record_inbound(vec![inbound("in-1"), inbound("in-1"), inbound("in-2")]).await.unwrap();
+    let contact = parley_domain::ContactId::new();
+    let with_contact = InboundMessage { contact_id: Some(contact), ..inbound("in-2") };
+    let stored = f.store.record_inbound(vec![inbound("in-1"), inbound("in-1"), with_contact]).await.unwrap();
     assert_eq!(stored.len(), 2);
+    assert_eq!((stored[0].contact_id, stored[1].contact_id), (None, Some(contact)), "the sender's contact is kept");
+    assert_eq!(f.get(stored[1].id).await.contact_id, Some(contact));
     let m = &stored[0];
     assert_eq!(
         (m.workspace_id, m.direction, m.channel, m.status, m.to.as_str(), m.from.as_deref()),

@@ -21,5 +21,5 @@ pub async fn reopening_keeps_everything_and_migrates_once(mut f: Fixture) {
     assert!(f.claim("b", T0.plus_millis(1)).await.jobs.is_empty());
     let again = f.send("+4915122222222", T0.plus_millis(2)).await;
     let feed = f.store.events_after(f.ws, position, 10).await.unwrap();
-    assert_eq!(feed.iter().map(|e| e.event.message_id).collect::<Vec<_>>(), [again, again]);
+    assert_eq!(feed.iter().filter_map(|e| Some(e.message_event()?.message_id)).collect::<Vec<_>>(), [again, again]);
 }

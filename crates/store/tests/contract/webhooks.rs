@@ -5,7 +5,8 @@
 use crate::support::*;
 use parley_domain::{WebhookAttemptId, WebhookEndpointId};
 use parley_store::{
-    EndpointDisabled, WebhookAttempt, WebhookBacklog, WebhookDelivery, WebhookEndpoint, WebhookProgress, WorkspaceEvent,
+    EndpointDisabled, FeedItem, WebhookAttempt, WebhookBacklog, WebhookDelivery, WebhookEndpoint, WebhookProgress,
+    WorkspaceEvent,
 };
 
 fn new_endpoint(ws: WorkspaceId, url: &str) -> WebhookEndpoint {
@@ -357,6 +358,8 @@ pub async fn disabling_records_the_workspace_event_and_clears_the_lease(f: Fixtu
     let owner = "deliverer";
     assert_eq!(f.store.lease_webhook_endpoints(owner, T0, LEASE_MS).await.unwrap().len(), 2);
 
+    f.send("+4915111111111", T0).await;
+    let before = f.store.latest_event_position(f.ws).await.unwrap();
     let at = T0.plus_seconds(9);
     let gone = disabled(&endpoint, "gone", at);
     let event = gone.event.clone();
@@ -376,6 +379,12 @@ pub async fn disabling_records_the_workspace_event_and_clears_the_lease(f: Fixtu
     assert_eq!(f.store.list_webhook_attempts(f.ws, endpoint.id, None, 10).await.unwrap(), vec![last]);
     assert_eq!(f.store.list_workspace_events(f.ws, 10).await.unwrap(), vec![event.clone()]);
     assert!(f.store.list_workspace_events(other, 10).await.unwrap().is_empty());
+    // The event has its place in the feed (after the message sent before), so it is delivered.
+    let feed = f.store.events_after(f.ws, before, 10).await.unwrap();
+    assert_eq!(feed.iter().map(|e| e.item.clone()).collect::<Vec<_>>(), [FeedItem::Workspace(event.clone())]);
+    assert!(feed[0].position > before);
+    assert_eq!(f.store.feed_events_by_id(f.ws, &[event.id]).await.unwrap(), feed);
+    assert!(f.store.events_after(other, 0, 10).await.unwrap().is_empty());
 
     // The lease went with it: the owner keeps only the other endpoint, and its progress on the
     // disabled one is refused.
@@ -535,9 +544,9 @@ pub async fn backlog_counts_unhandled_events_and_retries(f: Fixture) {
     f.store.create_webhook_endpoint(&off).await.unwrap();
     f.store
         .schedule_webhook_deliveries(vec![
-            delivery(&from_start, feed[0].event.id, feed[0].position, T0),
-            delivery(&from_start, feed[1].event.id, feed[1].position, T0),
-            delivery(&off, feed[2].event.id, feed[2].position, T0),
+            delivery(&from_start, feed[0].id(), feed[0].position, T0),
+            delivery(&from_start, feed[1].id(), feed[1].position, T0),
+            delivery(&off, feed[2].id(), feed[2].position, T0),
         ])
         .await
         .unwrap();
@@ -560,11 +569,8 @@ pub async fn backlog_counts_unhandled_events_and_retries(f: Fixture) {
     // New events count for their workspace's endpoints only; progress takes them off.
     f.send("+4915133333333", T0.plus_seconds(1)).await;
     assert_eq!(f.store.lease_webhook_endpoints("d", T0, LEASE_MS).await.unwrap().len(), 3);
-    let progress = WebhookProgress {
-        cursor: Some(feed[5].position),
-        finished: vec![feed[0].event.id],
-        ..WebhookProgress::default()
-    };
+    let progress =
+        WebhookProgress { cursor: Some(feed[5].position), finished: vec![feed[0].id()], ..WebhookProgress::default() };
     assert!(f.store.record_webhook_progress(from_start.id, "d", progress).await.unwrap());
     let now = f.store.webhook_backlog().await.unwrap();
     assert_eq!(
@@ -601,31 +607,28 @@ pub async fn feed_events_by_id_gives_the_workspaces_events_in_feed_order(f: Fixt
     assert_eq!(feed.len(), 10);
     let their_feed = f.store.events_after(other, 0, 100).await.unwrap();
     let as_tuples = |events: &[parley_store::FeedEvent]| {
-        events.iter().map(|e| (e.position, e.channel, e.event.clone())).collect::<Vec<_>>()
+        events.iter().map(|e| (e.position, e.channel(), e.message_event().cloned())).collect::<Vec<_>>()
     };
 
     assert!(f.store.feed_events_by_id(f.ws, &[]).await.unwrap().is_empty());
     // Asked for out of order, with another workspace's event, an unknown one and a repeat.
-    let wanted = [
-        feed[7].event.id,
-        feed[2].event.id,
-        their_feed[0].event.id,
-        EventId::new(),
-        feed[9].event.id,
-        feed[2].event.id,
-    ];
+    let wanted = [feed[7].id(), feed[2].id(), their_feed[0].id(), EventId::new(), feed[9].id(), feed[2].id()];
     let got = f.store.feed_events_by_id(f.ws, &wanted).await.unwrap();
     assert_eq!(
         as_tuples(&got),
         as_tuples(&[feed[2].clone(), feed[7].clone(), feed[9].clone()]),
         "as events_after gives them"
     );
-    assert_eq!((got[0].channel, got[2].channel), (Channel::Whatsapp, Channel::Sms), "each with its message's channel");
-    let all: Vec<EventId> = feed.iter().rev().map(|e| e.event.id).collect();
+    assert_eq!(
+        (got[0].channel(), got[2].channel()),
+        (Some(Channel::Whatsapp), Some(Channel::Sms)),
+        "each with its channel"
+    );
+    let all: Vec<EventId> = feed.iter().rev().map(|e| e.id()).collect();
     assert_eq!(as_tuples(&f.store.feed_events_by_id(f.ws, &all).await.unwrap()), as_tuples(&feed));
     assert!(f.store.feed_events_by_id(other, &all).await.unwrap().is_empty(), "not another workspace's");
 
     // Many ids at once.
-    let many: Vec<EventId> = (0..40_000).map(|_| EventId::new()).chain([feed[3].event.id]).collect();
+    let many: Vec<EventId> = (0..40_000).map(|_| EventId::new()).chain([feed[3].id()]).collect();
     assert_eq!(as_tuples(&f.store.feed_events_by_id(f.ws, &many).await.unwrap()), as_tuples(&feed[3..4]));
 }

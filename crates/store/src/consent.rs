@@ -1,0 +1,102 @@
+//! The consent ledger and the messaging policy: the records and the [`ConsentStore`] part of the
+//! store.
+//!
+//! The ledger is append-only: an opt-in or opt-out is a new [`Consent`] record, never an update
+//! (a contact merge re-points records to the survivor, which is the only change they see). Which
+//! consent is in force is decided outside the store (`parley_domain::policy`), from the records.
+//! The policy's queries about messages (the WhatsApp window, frequency caps) live here too.
+
+use crate::Result;
+use async_trait::async_trait;
+use parley_domain::{Channel, ChannelAccountId, ConsentId, ContactId, Millis, Purpose, WorkspaceId};
+
+pub use parley_domain::policy::{ChannelScope, Consent, ConsentSource, ConsentStatus, PurposeScope};
+
+/// The consent part of [`crate::Store`]; both backends implement it with the same behaviour.
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    /// Append records to the ledger, all in one transaction. A record whose id is stored already
+    /// is a `Conflict` (and nothing is stored).
+    async fn append_consents(&self, records: Vec<Consent>) -> Result<()>;
+
+    /// The contact's records, newest first (by id), those before `before`, at most `limit`
+    /// (`None`: all of them).
+    async fn list_consents(
+        &self,
+        workspace: WorkspaceId,
+        contact: ContactId,
+        before: Option<ConsentId>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Consent>>;
+
+    /// The workspace's opt-out records still in force, newest first (by id), those before
+    /// `before`, at most `limit`. An opt-out is in force while no newer record of its contact
+    /// covers its (channel, purpose): one for the same or every channel (or `channel`, when the
+    /// list is for one) and the same or every purpose. With `channel`, only opt-outs of that
+    /// channel or of every channel.
+    async fn list_opt_outs(
+        &self,
+        workspace: WorkspaceId,
+        channel: Option<Channel>,
+        before: Option<ConsentId>,
+        limit: u32,
+    ) -> Result<Vec<Consent>>;
+
+    /// The workspace's messaging policy as stored (JSON), `None` when it never set one.
+    async fn get_messaging_policy(&self, workspace: WorkspaceId) -> Result<Option<serde_json::Value>>;
+
+    /// Store the workspace's messaging policy, replacing the previous one.
+    async fn put_messaging_policy(&self, workspace: WorkspaceId, policy: &serde_json::Value, now: Millis)
+    -> Result<()>;
+
+    /// When the newest inbound message from `from` to the channel account was stored (one probe
+    /// of the `messages_inbound_from` index); `None` when there is none.
+    async fn last_inbound_at(&self, account: ChannelAccountId, from: &str) -> Result<Option<Millis>>;
+
+    /// For frequency caps: `created_at` of the contact's outbound messages of `purpose` created at
+    /// or after `since`, newest first, at most `limit`; rejected and canceled ones do not count.
+    async fn recent_sends(
+        &self,
+        workspace: WorkspaceId,
+        contact: ContactId,
+        purpose: &Purpose,
+        since: Millis,
+        limit: u32,
+    ) -> Result<Vec<Millis>>;
+}
+
+/// The row form of a record's fields, shared by both backends.
+pub(crate) fn consent_from_parts(parts: ConsentParts) -> Result<Consent> {
+    use crate::StoreError::Corrupt;
+    let bad = |what: &str, v: &str| Corrupt(format!("consent {}: bad {what} '{v}'", parts.id));
+    Ok(Consent {
+        id: ConsentId::parse(&parts.id).map_err(|_| bad("id", &parts.id))?,
+        workspace_id: WorkspaceId::parse(&parts.workspace_id).map_err(|_| bad("workspace", &parts.workspace_id))?,
+        contact_id: ContactId::parse(&parts.contact_id).map_err(|_| bad("contact", &parts.contact_id))?,
+        channel: ChannelScope::parse(&parts.channel).ok_or_else(|| bad("channel", &parts.channel))?,
+        purpose: PurposeScope::parse(&parts.purpose).ok_or_else(|| bad("purpose", &parts.purpose))?,
+        status: ConsentStatus::parse(&parts.status).ok_or_else(|| bad("status", &parts.status))?,
+        source: ConsentSource::parse(&parts.source).ok_or_else(|| bad("source", &parts.source))?,
+        evidence: serde_json::from_str(&parts.evidence).map_err(|_| bad("evidence", &parts.evidence))?,
+        address: parts.address,
+        recorded_at: Millis(parts.recorded_at),
+    })
+}
+
+/// A `consents` row as read, before parsing.
+pub(crate) struct ConsentParts {
+    pub id: String,
+    pub workspace_id: String,
+    pub contact_id: String,
+    pub channel: String,
+    pub purpose: String,
+    pub status: String,
+    pub source: String,
+    pub evidence: String,
+    pub address: Option<String>,
+    pub recorded_at: i64,
+}
+
+/// The columns of [`ConsentParts`], in order.
+pub(crate) const CONSENT_COLUMNS: &str =
+    "id, workspace_id, contact_id, channel, purpose, status, source, evidence, address, recorded_at";
