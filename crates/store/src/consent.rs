@@ -100,3 +100,17 @@ pub(crate) struct ConsentParts {
 /// The columns of [`ConsentParts`], in order.
 pub(crate) const CONSENT_COLUMNS: &str =
     "id, workspace_id, contact_id, channel, purpose, status, source, evidence, address, recorded_at";
+
+/// The workspace event of a consent record: `contact.opted_out` or `contact.opted_in`, with the
+/// contact's id and the record, recorded in the transaction that appends it.
+pub(crate) fn consent_event(record: &Consent) -> Result<crate::WorkspaceEvent> {
+    let consent = serde_json::to_value(record)
+        .map_err(|e| crate::StoreError::Database(format!("cannot serialise a consent record: {e}")))?;
+    Ok(crate::WorkspaceEvent {
+        id: parley_domain::EventId::new(),
+        workspace_id: record.workspace_id,
+        event_type: format!("contact.{}", record.status.as_str()),
+        data: serde_json::json!({ "contact_id": record.contact_id, "consent": consent }),
+        created_at: record.recorded_at,
+    })
+}

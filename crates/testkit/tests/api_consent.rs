@@ -11,7 +11,8 @@ use common::*;
 use parley_domain::{Identity, Millis, Scope};
 use parley_store::{ContactChange, ContactTarget, ContactWrite, ContactWriteOutcome};
 use parley_testkit::fake_graph::{self, FakeGraph};
-use parley_testkit::{Backend, TestApp, on_both_backends};
+use parley_testkit::receiver::Receiver;
+use parley_testkit::{Backend, TestApp, on_both_backends, webhook_test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -26,6 +27,7 @@ on_both_backends!(
     the_opt_out_api_lists_adds_and_lifts_opt_outs,
     a_send_may_name_a_contact_instead_of_an_address,
     the_policy_is_validated_and_merge_patched,
+    consent_changes_reach_webhooks_as_contact_events,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -603,5 +605,55 @@ async fn the_policy_is_validated_and_merge_patched(backend: Backend) {
     )
     .await;
     a.problem(403, "forbidden");
+    app.finish().await;
+}
+
+async fn consent_changes_reach_webhooks_as_contact_events(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, webhook_test_config).await else { return };
+    let receiver = Receiver::start().await;
+    let endpoint =
+        post(&app, "/v1/webhook-endpoints", &json!({"url": receiver.url("/c"), "event_types": ["contact.*"]})).await;
+    assert_eq!(endpoint.status, 201, "{endpoint}");
+    let accounts = get(&app, "/v1/channel-accounts").await;
+    let sms = accounts.json["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["channel"] == "sms" && a["is_default"] == true))
+        .and_then(|a| a["id"].as_str())
+        .expect("the default sms account")
+        .to_string();
+    let stop = post(
+        &app,
+        &format!("/v1/channel-accounts/{sms}/simulate-inbound"),
+        &json!({"from": "+12025550171", "content": {"type": "text", "text": "Stop."}}),
+    )
+    .await;
+    assert_eq!(stop.status, 201, "{stop}");
+    let contact = stop.json["contact_id"].as_str().expect("the sender's contact").to_string();
+    let opted_out = receiver.wait_until(WAIT, "contact.opted_out", |r| !r.is_empty()).await;
+    let event = opted_out[0].json();
+    assert_eq!(event["type"], "contact.opted_out", "{event}");
+    assert_eq!(event["data"]["contact_id"], contact.as_str());
+    let consent = &event["data"]["consent"];
+    assert_eq!(
+        (
+            consent["status"].as_str(),
+            consent["source"].as_str(),
+            consent["channel"].as_str(),
+            consent["purpose"].as_str()
+        ),
+        (Some("opted_out"), Some("keyword"), Some("sms"), Some("*")),
+        "{consent}"
+    );
+    assert_eq!(consent["evidence"]["message_id"], stop.json["id"]);
+
+    let body = json!({"channel": "sms", "purpose": "marketing", "status": "opted_in"});
+    let added = post(&app, &format!("/v1/contacts/{contact}/consents"), &body).await;
+    assert_eq!(added.status, 201, "{added}");
+    let both = receiver.wait_until(WAIT, "contact.opted_in", |r| r.len() >= 2).await;
+    let event = both.iter().map(|r| r.json()).find(|e| e["type"] == "contact.opted_in").expect("contact.opted_in");
+    assert_eq!(
+        (event["data"]["consent"]["source"].as_str(), event["data"]["consent"]["purpose"].as_str()),
+        (Some("api"), Some("marketing"))
+    );
     app.finish().await;
 }

@@ -57,6 +57,7 @@ impl ConsentStore for PgStore {
             times.push(r.recorded_at.0);
         }
         let [ids, workspaces, contacts, channels, purposes, statuses, sources, evidence] = cols;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO consents (id, workspace_id, contact_id, channel, purpose, status, source, evidence, address, \
              recorded_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
@@ -72,7 +73,7 @@ impl ConsentStore for PgStore {
         .bind(evidence)
         .bind(addresses)
         .bind(times)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -80,6 +81,11 @@ impl ConsentStore for PgStore {
             }
             other => other.into(),
         })?;
+        // Last: recording the events takes the feed lock.
+        for r in &records {
+            super::webhooks::insert_workspace_event(&mut tx, &crate::consent::consent_event(r)?).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -53,6 +53,7 @@ fn append(c: &Connection, records: &[Consent]) -> Result<()> {
             }
             other => other.into(),
         })?;
+        super::webhooks::insert_workspace_event(c, &crate::consent::consent_event(r)?)?;
     }
     Ok(())
 }
