@@ -147,6 +147,8 @@ struct Inner {
     tasks: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     dispatch_stats: dispatch::DispatchCounters,
     auth_cache: tenancy::AuthCache,
+    /// The workspaces' messaging policies, read again every few seconds.
+    policy_cache: policy::PolicyCache,
     /// The live event stream's hubs.
     streams: stream::Streams,
     /// Counters and histograms of this engine (and its server), for `/metrics`.
@@ -176,6 +178,7 @@ impl Engine {
                 tasks: tokio::sync::Mutex::new(Vec::new()),
                 dispatch_stats: Default::default(),
                 auth_cache: Default::default(),
+                policy_cache: Default::default(),
                 streams,
                 metrics: Default::default(),
             }),

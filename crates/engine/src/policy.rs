@@ -89,15 +89,45 @@ pub(crate) struct SendCheck<'a> {
     pub respect_quiet_hours: Option<bool>,
 }
 
+/// How long a workspace's messaging policy is used without reading it again. Every send needs
+/// it; a change made through this process applies at once, one made through another process
+/// (several processes on one PostgreSQL database) within this time.
+const POLICY_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The workspaces' messaging policies as last read (see [`POLICY_TTL`]).
+#[derive(Default)]
+pub(crate) struct PolicyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<WorkspaceId, (std::time::Instant, MessagingPolicy)>>,
+}
+
+impl PolicyCache {
+    fn get(&self, workspace: WorkspaceId) -> Option<MessagingPolicy> {
+        let entries = self.entries.lock().ok()?;
+        let (read_at, policy) = entries.get(&workspace)?;
+        (read_at.elapsed() < POLICY_TTL).then(|| policy.clone())
+    }
+
+    fn put(&self, workspace: WorkspaceId, policy: MessagingPolicy) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(workspace, (std::time::Instant::now(), policy));
+        }
+    }
+}
+
 impl Engine {
     /// The workspace's messaging policy (the defaults when it never set one).
     pub async fn messaging_policy(&self, workspace: WorkspaceId) -> Result<MessagingPolicy> {
-        match self.store().get_messaging_policy(workspace).await? {
-            None => Ok(MessagingPolicy::default()),
+        if let Some(policy) = self.inner.policy_cache.get(workspace) {
+            return Ok(policy);
+        }
+        let policy = match self.store().get_messaging_policy(workspace).await? {
+            None => MessagingPolicy::default(),
             Some(stored) => serde_json::from_value(stored).map_err(|e| {
                 EngineError::Store(parley_store::StoreError::Corrupt(format!("messaging policy of {workspace}: {e}")))
-            }),
-        }
+            })?,
+        };
+        self.inner.policy_cache.put(workspace, policy.clone());
+        Ok(policy)
     }
 
     /// Replace the workspace's messaging policy, after checking every field.
@@ -113,6 +143,7 @@ impl Engine {
         let value = serde_json::to_value(&policy)
             .map_err(|e| EngineError::Store(parley_store::StoreError::Database(e.to_string())))?;
         self.store().put_messaging_policy(workspace, &value, Millis::now()).await?;
+        self.inner.policy_cache.put(workspace, policy.clone());
         Ok(policy)
     }
 
