@@ -40,6 +40,9 @@ pub struct SendSpec {
     /// Hold it while the contact's quiet hours last: `None` follows the purpose (marketing
     /// waits, anything else goes at once).
     pub respect_quiet_hours: Option<bool>,
+    /// `channel: "auto"`: the engine chooses the channel for the contact (see `routing`), and
+    /// `channel` is only its starting value.
+    pub auto_channel: bool,
 }
 
 /// An idempotency key and the fingerprint of the request it came with.
@@ -204,6 +207,13 @@ impl Engine {
         now: Millis,
         policy: Option<&mut Option<MessagingPolicy>>,
     ) -> Result<(NewOutbound, Option<PolicyError>)> {
+        let mut spec = spec;
+        let mut routing = None;
+        if spec.auto_channel {
+            let (channel, details) = self.choose_channel(workspace, &spec).await?;
+            spec.channel = channel;
+            routing = Some(details);
+        }
         let account = self
             .inner
             .registry
@@ -269,6 +279,7 @@ impl Engine {
             details: None,
         };
         let mut events = vec![event(1, EventKind::Accepted), event(2, second)];
+        events[0].details = routing;
         events[1].error = error.clone();
         let message = Message {
             id,

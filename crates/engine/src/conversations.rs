@@ -117,6 +117,7 @@ impl Engine {
             purpose: reply.purpose,
             // A reply answers the customer: it goes now unless its purpose says to wait.
             respect_quiet_hours: None,
+            auto_channel: false,
         })
     }
 

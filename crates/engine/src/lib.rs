@@ -18,6 +18,7 @@ mod metrics;
 pub mod policy;
 mod rate;
 mod registry;
+mod routing;
 mod stream;
 mod tenancy;
 pub mod webhooks;

@@ -49,6 +49,10 @@ pub enum PolicyError {
     /// A send to a contact that has no address on the channel.
     #[error("contact {contact} has no {channel} identity to send to")]
     NoIdentityForChannel { contact: ContactId, channel: &'static str },
+    /// `channel: "auto"` found no channel that can carry this content to this contact now; each
+    /// channel with why it was passed over.
+    #[error("no channel can reach contact {contact} with this content now")]
+    NoRoute { contact: ContactId, passed_over: serde_json::Map<String, serde_json::Value> },
     /// A messaging policy that is not acceptable (each field named).
     #[error("the messaging policy is not valid: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     InvalidSettings(Vec<PolicyFieldError>),
@@ -314,6 +318,7 @@ impl Engine {
             contact_id: Some(contact),
             purpose: Purpose::transactional(),
             respect_quiet_hours: Some(false),
+            auto_channel: false,
         };
         let key = format!("parley:keyword-reply:{}", message.id);
         let idempotency = IdempotencyInput { key: key.clone(), request_hash: key };

@@ -77,6 +77,15 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
         "The key is valid but lacks the scope this route needs; the detail names it.",
     ),
     ("not_found", 404, "Not found", "Nothing with that id exists in your workspace."),
+    // routing
+    (
+        "no_route",
+        422,
+        "No channel can reach the contact",
+        "With channel auto, no channel could carry this content to the contact now: invalid_params names each \
+         channel and why it was passed over (no_identity, content_not_supported, no_channel_account, \
+         whatsapp_window_closed).",
+    ),
     // conversations
     (
         "not_sandbox_account",

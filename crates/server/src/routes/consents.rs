@@ -36,6 +36,15 @@ pub fn policy_error(e: &PolicyError) -> ApiError {
         }
         PolicyError::NoIdentityForChannel { .. } => ApiError::new("no_identity_for_channel", e.to_string())
             .with_param("channel", "the contact has no identity on this channel"),
+        PolicyError::NoRoute { passed_over, .. } => ApiError::new("no_route", e.to_string()).with_params(
+            passed_over
+                .iter()
+                .map(|(channel, reason)| crate::error::InvalidParam {
+                    name: format!("channel.{channel}"),
+                    reason: reason.as_str().unwrap_or_default().to_string(),
+                })
+                .collect(),
+        ),
         PolicyError::InvalidSettings(errors) => ApiError::new("validation_failed", e.to_string()).with_params(
             errors
                 .iter()

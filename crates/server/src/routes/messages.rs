@@ -49,7 +49,11 @@ pub struct SendMessageRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub contact_id: Option<String>,
-    pub channel: Channel,
+    /// `sms`, `whatsapp`, `rcs`, `webchat`, or `auto` with `contact_id`: Parley chooses the
+    /// contact's first preferred channel that can carry the content now (it has an address there,
+    /// an account exists, and for free-form WhatsApp the 24-hour window is open), else WhatsApp,
+    /// RCS, SMS, web chat in that order; the `accepted` event says which and why.
+    pub channel: ChannelChoice,
     /// ISO 3166-1 alpha-2 region for numbers written without a country code (`DE`, `IN`).
     #[serde(default)]
     pub default_region: Option<String>,
@@ -83,6 +87,31 @@ pub struct SendMessageRequest {
     pub respect_quiet_hours: Option<bool>,
 }
 
+/// The channel a send asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelChoice {
+    Sms,
+    Whatsapp,
+    Rcs,
+    Webchat,
+    /// Parley chooses, for a `contact_id`.
+    Auto,
+}
+
+impl ChannelChoice {
+    /// The channel asked for; `None` for `auto`.
+    fn channel(self) -> Option<Channel> {
+        match self {
+            ChannelChoice::Sms => Some(Channel::Sms),
+            ChannelChoice::Whatsapp => Some(Channel::Whatsapp),
+            ChannelChoice::Rcs => Some(Channel::Rcs),
+            ChannelChoice::Webchat => Some(Channel::Webchat),
+            ChannelChoice::Auto => None,
+        }
+    }
+}
+
 /// Check a request and turn it into what the engine takes; `prefix` names fields of batch items.
 fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError> {
     let name = |field: &str| if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
@@ -100,7 +129,14 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
         })?),
         (Some(_), None) => None,
     };
-    let to = match req.to.as_deref().map(|to| Address::parse(req.channel, to, req.default_region.as_deref())) {
+    let chosen = req.channel.channel();
+    if chosen.is_none() && (contact_id.is_none() || req.channel_account_id.is_some()) {
+        let reason = "auto needs contact_id, and chooses the channel's default account itself";
+        return Err(ApiError::new("validation_failed", format!("channel {reason}")).with_param(name("channel"), reason));
+    }
+    // With `auto` there is no `to` to read (checked above); the engine chooses the channel.
+    let channel = chosen.unwrap_or(Channel::Sms);
+    let to = match req.to.as_deref().map(|to| Address::parse(channel, to, req.default_region.as_deref())) {
         None => None,
         Some(Ok(address)) => Some(address),
         Some(Err(e @ AddressError::InvalidPhoneNumber { .. })) => {
@@ -120,8 +156,8 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
     let mut invalid = Invalid::default();
     if let Err(e) = req.content.validate() {
         invalid.add(name(&format!("content.{}", e.field)), e.reason);
-    } else if !req.content.supported_on(req.channel) {
-        let detail = format!("{} content cannot be sent on {}", req.content.kind(), req.channel.as_str());
+    } else if chosen.is_some() && !req.content.supported_on(channel) {
+        let detail = format!("{} content cannot be sent on {}", req.content.kind(), channel.as_str());
         return Err(ApiError::new("content_not_supported", detail.clone()).with_param(name("content"), detail));
     }
     let channel_account_id = match req.channel_account_id.as_deref().map(ChannelAccountId::parse) {
@@ -178,7 +214,7 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
     };
     invalid.into_result()?;
     Ok(SendSpec {
-        channel: req.channel,
+        channel,
         to,
         channel_account_id,
         content: req.content,
@@ -189,6 +225,7 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
         contact_id,
         purpose,
         respect_quiet_hours: req.respect_quiet_hours,
+        auto_channel: chosen.is_none(),
     })
 }
 
