@@ -183,13 +183,8 @@ impl Engine {
         };
         let contact = self.contact(workspace, id).await?.ok_or_else(|| PolicyError::ContactNotFound(id.to_string()))?;
         let newest = contact
-            .identities
-            .iter()
-            .zip(contact.identity_created_at.iter().copied().chain(std::iter::repeat(Millis(0))))
-            .filter(|(identity, _)| identity.channel == spec.channel)
-            .filter_map(|(identity, at)| Address::parse(spec.channel, &identity.address, None).ok().map(|a| (a, at)))
-            .max_by_key(|(_, at)| *at)
-            .map(|(address, _)| address);
+            .newest_identity(spec.channel)
+            .and_then(|identity| Address::parse(spec.channel, &identity.address, None).ok());
         match newest {
             Some(address) => Ok((address, Some(contact))),
             None => {

@@ -91,12 +91,8 @@ impl Engine {
             self.store().get_conversation(workspace, id).await?.ok_or(ConversationError::NotFound(id))?;
         let channel = reply.channel.or(conversation.last_inbound_channel).unwrap_or(conversation.last_channel);
         let contact = self.contact(workspace, conversation.contact_id).await?.ok_or(ConversationError::ContactGone)?;
-        let identity = contact
-            .identities
-            .iter()
-            .rev()
-            .find(|i| i.channel == channel)
-            .ok_or(ConversationError::NoIdentity { channel: channel.as_str() })?;
+        let identity =
+            contact.newest_identity(channel).ok_or(ConversationError::NoIdentity { channel: channel.as_str() })?;
         let to = Address::parse(channel, &identity.address, None)
             .map_err(|_| ConversationError::NoIdentity { channel: channel.as_str() })?;
         let channel_account_id = reply.channel_account_id.or_else(|| {

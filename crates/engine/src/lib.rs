@@ -9,6 +9,7 @@
 mod accept;
 pub mod accounts;
 pub mod analytics;
+mod cache;
 mod clock;
 pub mod contacts;
 pub mod conversations;

@@ -6,6 +6,7 @@
 //! applies them: at send time ([`Engine::check_send`], called by accept), for inbound keywords
 //! ([`Engine::handle_keyword`], called by the inbound writer), and for the consent routes.
 
+use crate::cache::TtlCache;
 use crate::{Engine, EngineError, IdempotencyInput, Result, SendSpec};
 use parley_domain::policy::{
     self, ChannelScope, Consent, ConsentRefusal, ConsentSource, ConsentStatus, KeywordAction, MessagingPolicy,
@@ -99,29 +100,18 @@ pub(crate) struct SendCheck<'a> {
 const POLICY_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The workspaces' messaging policies as last read (see [`POLICY_TTL`]).
-#[derive(Default)]
-pub(crate) struct PolicyCache {
-    entries: std::sync::Mutex<std::collections::HashMap<WorkspaceId, (std::time::Instant, MessagingPolicy)>>,
-}
+pub(crate) struct PolicyCache(TtlCache<WorkspaceId, MessagingPolicy>);
 
-impl PolicyCache {
-    fn get(&self, workspace: WorkspaceId) -> Option<MessagingPolicy> {
-        let entries = self.entries.lock().ok()?;
-        let (read_at, policy) = entries.get(&workspace)?;
-        (read_at.elapsed() < POLICY_TTL).then(|| policy.clone())
-    }
-
-    fn put(&self, workspace: WorkspaceId, policy: MessagingPolicy) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(workspace, (std::time::Instant::now(), policy));
-        }
+impl Default for PolicyCache {
+    fn default() -> Self {
+        PolicyCache(TtlCache::new(POLICY_TTL))
     }
 }
 
 impl Engine {
     /// The workspace's messaging policy (the defaults when it never set one).
     pub async fn messaging_policy(&self, workspace: WorkspaceId) -> Result<MessagingPolicy> {
-        if let Some(policy) = self.inner.policy_cache.get(workspace) {
+        if let Some(policy) = self.inner.policy_cache.0.get(&workspace) {
             return Ok(policy);
         }
         let policy = match self.store().get_messaging_policy(workspace).await? {
@@ -130,7 +120,7 @@ impl Engine {
                 EngineError::Store(parley_store::StoreError::Corrupt(format!("messaging policy of {workspace}: {e}")))
             })?,
         };
-        self.inner.policy_cache.put(workspace, policy.clone());
+        self.inner.policy_cache.0.put(workspace, policy.clone());
         Ok(policy)
     }
 
@@ -147,7 +137,7 @@ impl Engine {
         let value = serde_json::to_value(&policy)
             .map_err(|e| EngineError::Store(parley_store::StoreError::Database(e.to_string())))?;
         self.store().put_messaging_policy(workspace, &value, Millis::now()).await?;
-        self.inner.policy_cache.put(workspace, policy.clone());
+        self.inner.policy_cache.0.put(workspace, policy.clone());
         Ok(policy)
     }
 

@@ -26,7 +26,7 @@ impl Engine {
         order.extend(DEFAULT_ORDER.iter().filter(|c| !contact.preferred_channels.contains(c)));
         let mut passed_over = Map::new();
         for channel in order {
-            let address = contact.identities.iter().rev().find(|i| i.channel == channel).map(|i| i.address.clone());
+            let address = contact.newest_identity(channel).map(|i| i.address.clone());
             let reason = match address {
                 None => Some("no_identity"),
                 Some(_) if !spec.content.supported_on(channel) => Some("content_not_supported"),

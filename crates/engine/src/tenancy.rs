@@ -6,14 +6,13 @@
 //! seconds so that the hot path does not read the database; a revocation by this process takes
 //! effect at once, one by another process within the cache time.
 
+use crate::cache::TtlCache;
 use crate::{Engine, Result};
 use parley_domain::{ApiKeyId, Channel, ChannelAccountId, Millis, Scope, Scopes, WorkspaceId};
 use parley_store::{ApiKey, ChannelAccount, Workspace};
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KEY_RANDOM_CHARS: usize = 32;
 const PREFIX_CHARS: usize = 8;
@@ -40,30 +39,12 @@ fn new_secret() -> String {
     format!("pk_{random}")
 }
 
-#[derive(Default)]
-pub struct AuthCache {
-    entries: Mutex<HashMap<String, (Option<ApiKey>, Instant)>>,
-}
+/// Keys by hash (`None`: no such key), read again after [`AUTH_CACHE_TTL`].
+pub struct AuthCache(TtlCache<String, Option<ApiKey>>);
 
-impl AuthCache {
-    fn get(&self, hash: &str) -> Option<Option<ApiKey>> {
-        let entries = self.entries.lock().ok()?;
-        entries.get(hash).filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL).map(|(k, _)| k.clone())
-    }
-
-    fn put(&self, hash: String, key: Option<ApiKey>) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() > 10_000 {
-                entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
-            }
-            entries.insert(hash, (key, Instant::now()));
-        }
-    }
-
-    fn forget(&self, hash: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(hash);
-        }
+impl Default for AuthCache {
+    fn default() -> Self {
+        AuthCache(TtlCache::new(AUTH_CACHE_TTL))
     }
 }
 
@@ -71,11 +52,11 @@ impl Engine {
     /// The active (not revoked) key whose secret is `secret`.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>> {
         let hash = hash_api_key(secret);
-        let key = match self.inner.auth_cache.get(&hash) {
+        let key = match self.inner.auth_cache.0.get(&hash) {
             Some(cached) => cached,
             None => {
                 let found = self.store().find_api_key_by_hash(&hash).await?;
-                self.inner.auth_cache.put(hash, found.clone());
+                self.inner.auth_cache.0.put(hash, found.clone());
                 found
             }
         };
@@ -131,7 +112,7 @@ impl Engine {
     pub async fn revoke_api_key(&self, workspace: WorkspaceId, id: ApiKeyId) -> Result<Option<ApiKey>> {
         let key = self.store().revoke_api_key(workspace, id, Millis::now()).await?;
         if let Some(k) = &key {
-            self.inner.auth_cache.forget(&k.hash);
+            self.inner.auth_cache.0.forget(&k.hash);
         }
         Ok(key)
     }

@@ -41,6 +41,16 @@ pub struct Contact {
 }
 
 impl Contact {
+    /// Its most recently attached identity on `channel` (the address a send there goes to).
+    pub fn newest_identity(&self, channel: Channel) -> Option<&Identity> {
+        self.identities
+            .iter()
+            .enumerate()
+            .filter(|(_, identity)| identity.channel == channel)
+            .max_by_key(|(n, _)| (self.identity_created_at.get(*n).copied().unwrap_or(Millis(0)), *n))
+            .map(|(_, identity)| identity)
+    }
+
     /// Neither deleted nor merged into another.
     pub fn is_live(&self) -> bool {
         self.merged_into.is_none() && self.deleted_at.is_none()
