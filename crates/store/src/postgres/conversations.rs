@@ -375,6 +375,21 @@ impl ConversationStore for PgStore {
         now: Millis,
     ) -> Result<Conversation> {
         let idle_ms = self.conversation_idle_ms.load(Ordering::Relaxed);
+        // Most sends find the conversation open: one plain read, no transaction or row lock.
+        let open = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM conversations WHERE workspace_id = $1 AND contact_id = $2 AND status = 'open'"
+        ))
+        .bind(workspace.to_string())
+        .bind(contact.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(open) = open.as_ref().map(conversation).transpose()?
+            && now < idle_at(open.last_message_at, idle_ms)
+        {
+            return Ok(open);
+        }
         let mut tx = self.pool.begin().await?;
         let mut changes = Changes::default();
         let conversation = ensure_open(&mut tx, &mut changes, workspace, contact, channel, idle_ms, now).await?;

@@ -397,6 +397,12 @@ impl ConversationStore for SqliteStore {
         now: Millis,
     ) -> Result<Conversation> {
         let idle_ms = self.conversation_idle_ms.load(Ordering::Relaxed);
+        // Most sends find the conversation open: a read spares the single writer a turn.
+        if let Some(open) = self.read(move |c| open_of(c, workspace, contact)).await?
+            && now < idle_at(open.last_message_at, idle_ms)
+        {
+            return Ok(open);
+        }
         self.write(move |c| ensure_open(c, workspace, contact, channel, idle_ms, now)).await
     }
 
