@@ -143,6 +143,7 @@ impl Message {
             sequence: self.sequence,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            route: None,
             events: None,
         }
     }
@@ -178,6 +179,7 @@ mod tests {
                 from: None,
                 status,
                 content: Content::text("hello"),
+                route: None,
                 send_at: None,
                 expires_at: T0.plus_seconds(3600),
                 validity_seconds: 3600,

@@ -6,6 +6,7 @@
 //! sequence number; an observation that would move the state backwards (a late `sent` receipt
 //! after `delivered`) is still recorded, with `applied: false`, but the state stays.
 
+use crate::route::Route;
 use crate::{ChannelAccountId, ContactId, Content, ConversationId, EventId, MessageId, Millis, Purpose, WorkspaceId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -201,10 +202,13 @@ pub enum EventKind {
     Canceled,
     Received,
     AttemptFailed,
+    /// A routed message left its current step for the next one (the step failed, or was not
+    /// delivered or read in time); the message is `queued` again, on the next step's channel.
+    Fallback,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Accepted,
         EventKind::Scheduled,
         EventKind::Queued,
@@ -219,18 +223,22 @@ impl EventKind {
         EventKind::Canceled,
         EventKind::Received,
         EventKind::AttemptFailed,
+        EventKind::Fallback,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::AttemptFailed => "attempt_failed",
+            EventKind::Fallback => "fallback",
             other => other.state().map(MessageState::as_str).unwrap_or("unknown"),
         }
     }
 
     pub fn parse(s: &str) -> Option<EventKind> {
-        if s == "attempt_failed" {
-            return Some(EventKind::AttemptFailed);
+        match s {
+            "attempt_failed" => return Some(EventKind::AttemptFailed),
+            "fallback" => return Some(EventKind::Fallback),
+            _ => {}
         }
         MessageState::parse(s).map(EventKind::from)
     }
@@ -253,6 +261,7 @@ impl EventKind {
             EventKind::Canceled => "message.canceled",
             EventKind::Received => "message.received",
             EventKind::AttemptFailed => "message.attempt_failed",
+            EventKind::Fallback => "message.fallback",
         }
     }
 
@@ -277,7 +286,7 @@ impl EventKind {
             EventKind::Expired => MessageState::Expired,
             EventKind::Canceled => MessageState::Canceled,
             EventKind::Received => MessageState::Received,
-            EventKind::AttemptFailed => return None,
+            EventKind::AttemptFailed | EventKind::Fallback => return None,
         })
     }
 }
@@ -372,6 +381,10 @@ pub struct Message {
     pub purpose: Option<Purpose>,
     pub status: MessageState,
     pub content: Content,
+    /// The route of a message sent with fallback: its steps, what happened on each, and the step
+    /// it is on (`channel`, `channel_account_id` and `to` are that step's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_at: Option<Millis>,
     /// After this instant the message is not sent any more (it becomes `expired`).
@@ -401,7 +414,12 @@ impl Message {
     /// GSM 03.38 alphabet, `ucs2` otherwise) and how many SMS it takes.
     pub fn sms_segments(&self) -> Option<(crate::segments::Encoding, usize)> {
         (self.channel == Channel::Sms && self.direction == Direction::Outbound)
-            .then(|| crate::segments::count(&self.content.preview_text()))
+            .then(|| crate::segments::count(&self.current_content().preview_text()))
+    }
+
+    /// What is sent now: the current route step's own content, or the message's.
+    pub fn current_content(&self) -> &Content {
+        self.route.as_ref().and_then(|r| r.step().content.as_ref()).unwrap_or(&self.content)
     }
 }
 
@@ -431,6 +449,9 @@ impl Serialize for Message {
         }
         map.serialize_entry("status", &self.status)?;
         map.serialize_entry("content", &self.content)?;
+        if let Some(route) = &self.route {
+            map.serialize_entry("route", route)?;
+        }
         if let Some((encoding, segments)) = self.sms_segments() {
             map.serialize_entry("segments", &segments)?;
             map.serialize_entry("encoding", encoding.as_str())?;
@@ -497,6 +518,7 @@ mod tests {
             assert_eq!(k.state(), Some(s));
         }
         assert_eq!(EventKind::parse("attempt_failed"), Some(EventKind::AttemptFailed));
+        assert_eq!(EventKind::parse("fallback"), Some(EventKind::Fallback));
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub struct SendSpec {
     /// `channel: "auto"`: the engine chooses the channel for the contact (see `routing`), and
     /// `channel` is only its starting value.
     pub auto_channel: bool,
+    /// An explicit route with fallback (see `parley_domain::route`): its steps in order. `channel`,
+    /// `channel_account_id` are then unused, and `content` is what steps without their own send.
+    pub route: Option<Vec<RouteStepSpec>>,
+}
+
+/// One step of a route as the request gives it (checked: bounds, no account twice).
+#[derive(Clone, Debug)]
+pub struct RouteStepSpec {
+    pub channel: Channel,
+    pub channel_account_id: Option<ChannelAccountId>,
+    pub content: Option<Content>,
+    pub move_on: Option<parley_domain::MoveOn>,
 }
 
 /// An idempotency key and the fingerprint of the request it came with.
@@ -209,37 +221,64 @@ impl Engine {
             spec.channel = channel;
             routing = Some(details);
         }
-        let account = self
-            .inner
-            .registry
-            .resolve(self.store().as_ref(), workspace, spec.channel, spec.channel_account_id)
-            .await?;
-        let (to, contact) = self.resolve_recipient(workspace, &spec).await?;
-        let content = self.resolve_reaction(workspace, spec.content).await?;
-        let mut send_at = spec.send_at.filter(|at| *at > now);
-        let mut refused = None;
-        if let Some(slot) = policy {
-            let policy = match slot {
+        let policy = match policy {
+            None => None,
+            Some(slot) => Some(match slot {
                 Some(p) => &*p,
                 None => &*slot.insert(self.messaging_policy(workspace).await?),
-            };
-            let check = SendCheck {
-                channel: spec.channel,
-                account: account.account.id,
-                to: to.as_str(),
-                contact: contact.as_ref(),
-                purpose: &spec.purpose,
-                content: &content,
-                now,
-                at: send_at.unwrap_or(now),
-                respect_quiet_hours: spec.respect_quiet_hours,
-            };
-            match self.check_send(workspace, policy, check).await? {
-                Verdict::Go => {}
-                Verdict::Hold(at) => send_at = Some(at),
-                Verdict::Refuse(refusal, detail) => refused = Some((refusal, detail)),
+            }),
+        };
+        let mut send_at = spec.send_at.filter(|at| *at > now);
+        let mut refused = None;
+        let mut route = None;
+        let (account_id, to, contact, content) = match spec.route.take() {
+            Some(steps) => {
+                let planned = self.plan_route(workspace, &spec, steps, now, send_at, policy).await?;
+                routing = Some(planned.details);
+                match planned.outcome {
+                    Ok((planned_route, hold)) => {
+                        send_at = hold.or(send_at);
+                        let first = planned_route.step().clone();
+                        spec.channel = first.channel;
+                        route = Some(planned_route);
+                        (first.channel_account_id, first.to, planned.contact, spec.content)
+                    }
+                    Err((first, refusal, detail)) => {
+                        refused = Some((refusal, detail));
+                        spec.channel = first.channel;
+                        (first.channel_account_id, first.to, planned.contact, spec.content)
+                    }
+                }
             }
-        }
+            None => {
+                let account = self
+                    .inner
+                    .registry
+                    .resolve(self.store().as_ref(), workspace, spec.channel, spec.channel_account_id)
+                    .await?;
+                let (to, contact) = self.resolve_recipient(workspace, &spec).await?;
+                let content = self.resolve_reaction(workspace, spec.content).await?;
+                if let Some(policy) = policy {
+                    let check = SendCheck {
+                        channel: spec.channel,
+                        account: account.account.id,
+                        to: to.as_str(),
+                        contact: contact.as_ref(),
+                        purpose: &spec.purpose,
+                        content: &content,
+                        now,
+                        at: send_at.unwrap_or(now),
+                        respect_quiet_hours: spec.respect_quiet_hours,
+                    };
+                    match self.check_send(workspace, policy, check).await? {
+                        Verdict::Go => {}
+                        Verdict::Hold(at) => send_at = Some(at),
+                        Verdict::Refuse(refusal, detail) => refused = Some((refusal, detail)),
+                    }
+                }
+                (account.account.id, to.as_str().to_string(), contact, content)
+            }
+        };
         // A message to a contact joins the contact's conversation, opened now if needed, so that
         // the answer already names it; a refused one never reached the customer and joins none.
         let conversation_id = match (&refused, &contact) {
@@ -281,8 +320,8 @@ impl Engine {
             workspace_id: workspace,
             direction: Direction::Outbound,
             channel: spec.channel,
-            channel_account_id: account.account.id,
-            to: to.as_str().to_string(),
+            channel_account_id: account_id,
+            to,
             from: None,
             contact_id: contact.as_ref().map(|c| c.id),
             conversation_id,
@@ -293,6 +332,7 @@ impl Engine {
                 _ => MessageState::Queued,
             },
             content,
+            route,
             send_at: if refused.is_some() { spec.send_at } else { send_at.or(spec.send_at) },
             expires_at,
             validity_seconds: validity,

@@ -327,8 +327,13 @@ impl Engine {
             for receipt in &outcome.receipts {
                 tally.add(channel, EventKind::from(receipt.state));
             }
+            // A failed route step has a job due now, to move on: wake the dispatcher.
+            let failures = outcome.receipts.iter().any(|r| r.state.is_failure());
             self.store().record_receipts(outcome.receipts).await?;
             self.inner.metrics.record_events(&tally);
+            if failures {
+                self.inner.work_ready.notify_one();
+            }
         }
         if !outcome.inbound.is_empty() {
             self.receive_inbound(outcome.inbound).await?;

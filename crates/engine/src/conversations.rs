@@ -114,6 +114,7 @@ impl Engine {
             // A reply answers the customer: it goes now unless its purpose says to wait.
             respect_quiet_hours: None,
             auto_channel: false,
+            route: None,
         })
     }
 

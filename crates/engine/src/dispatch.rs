@@ -85,7 +85,7 @@ pub async fn run(engine: Engine) {
             }
             continue;
         }
-        let now = Millis::now();
+        let now = config.clock.now();
         let batch = match engine.store().claim_jobs(&config.worker_id, now, config.lease_ms, capacity as u32).await {
             Ok(batch) => batch,
             Err(e) => {
@@ -138,11 +138,12 @@ pub async fn run(engine: Engine) {
 /// One attempt of one claimed job, ending in the outcome to record.
 async fn send_one(engine: &Engine, job: ClaimedJob) -> DispatchOutcome {
     let m = &job.message;
+    let clock = &engine.config().clock;
     let outcome = |kind: OutcomeKind| DispatchOutcome {
         message_id: m.id,
         lease_owner: engine.config().worker_id.clone(),
         attempt: job.attempt,
-        at: Millis::now(),
+        at: clock.now(),
         kind,
     };
     let entry = match engine.inner.registry.get(engine.store().as_ref(), m.channel_account_id).await {
@@ -173,7 +174,7 @@ async fn send_one(engine: &Engine, job: ClaimedJob) -> DispatchOutcome {
         channel: m.channel,
         to: m.to.clone(),
         from: m.from.clone(),
-        content: m.content.clone(),
+        content: m.current_content().clone(),
         expires_at: m.expires_at,
     };
     // The provider must answer before the lease ends, or another worker could send again.
@@ -195,7 +196,7 @@ async fn send_one(engine: &Engine, job: ClaimedJob) -> DispatchOutcome {
     if let SendResult::Permanent { error } | SendResult::Transient { error, .. } = &result {
         engine.inner.metrics.provider_error(provider, &error.code);
     }
-    let now = Millis::now();
+    let now = clock.now();
     outcome(match result {
         SendResult::Accepted { provider_message_id, part_ids } => OutcomeKind::Sent { provider_message_id, part_ids },
         SendResult::Permanent { error } => OutcomeKind::Failed { error },
@@ -274,6 +275,10 @@ async fn outcome_writer(engine: Engine, mut rx: mpsc::UnboundedReceiver<(Channel
                         }
                     }
                     engine.inner.metrics.record_events(&tally);
+                    // A failed step of a route has its job due now, to move on.
+                    if batch.iter().any(|(_, o)| matches!(o.kind, OutcomeKind::Failed { .. })) {
+                        engine.inner.work_ready.notify_one();
+                    }
                     break;
                 }
                 Err(e) => {

@@ -31,8 +31,13 @@ pub async fn receipt_writer(engine: Engine, rx: UnboundedReceiver<Receipt>) {
                     tally.add(entry.account.channel, EventKind::from(receipt.state));
                 }
             }
+            // A failed route step has a job due now, to move on: wake the dispatcher.
+            let failures = batch.iter().any(|r| r.state.is_failure());
             engine.store().record_receipts(batch).await?;
             engine.inner.metrics.record_events(&tally);
+            if failures {
+                engine.inner.work_ready.notify_one();
+            }
             Ok(())
         }
     })

@@ -25,7 +25,8 @@ mod tenancy;
 pub mod webhooks;
 
 pub use accept::{
-    AcceptOutcome, DEFAULT_VALIDITY_SECONDS, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec,
+    AcceptOutcome, DEFAULT_VALIDITY_SECONDS, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS,
+    RouteStepSpec, SendSpec,
 };
 pub use clock::Clock;
 pub use dispatch::DispatchStats;
@@ -101,6 +102,9 @@ pub struct EngineConfig {
     pub public_url: String,
     /// A conversation without a message for this long closes; the next message opens a new one.
     pub conversation_idle_seconds: i64,
+    /// The time the dispatcher lives by: when jobs are due, when a route step's timeout runs out.
+    /// Tests move it forward to let a fallback timeout pass in a moment.
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -119,6 +123,7 @@ impl Default for EngineConfig {
             sealing_key: None,
             public_url: "http://127.0.0.1:8080".into(),
             conversation_idle_seconds: parley_domain::conversation::DEFAULT_IDLE_SECONDS,
+            clock: Clock::default(),
         }
     }
 }

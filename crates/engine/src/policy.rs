@@ -54,6 +54,9 @@ pub enum PolicyError {
     /// channel with why it was passed over.
     #[error("no channel can reach contact {contact} with this content now")]
     NoRoute { contact: ContactId, passed_over: serde_json::Map<String, serde_json::Value> },
+    /// A step of an explicit route cannot be sent to the recipient (no address on its channel).
+    #[error("route step {step} ({channel}) cannot reach the recipient: {reason}")]
+    RouteStepUnreachable { step: usize, channel: &'static str, reason: String },
     /// A messaging policy that is not acceptable (each field named).
     #[error("the messaging policy is not valid: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     InvalidSettings(Vec<PolicyFieldError>),
@@ -309,6 +312,7 @@ impl Engine {
             purpose: Purpose::transactional(),
             respect_quiet_hours: Some(false),
             auto_channel: false,
+            route: None,
         };
         let key = format!("parley:keyword-reply:{}", message.id);
         let idempotency = IdempotencyInput { key: key.clone(), request_hash: key };

@@ -86,6 +86,21 @@ pub const CODES: &[(&str, u16, &str, &str)] = &[
          channel and why it was passed over (no_identity, content_not_supported, no_channel_account, \
          whatsapp_window_closed).",
     ),
+    (
+        "invalid_route",
+        422,
+        "Invalid route",
+        "A route needs 1 to 5 steps, each on a different channel account; every step but the last may say when \
+         to move on (failed, or not_delivered / not_read within 30 to 172,800 seconds); the last step has no \
+         condition. invalid_params names the step.",
+    ),
+    (
+        "route_step_unreachable",
+        422,
+        "Route step cannot reach the recipient",
+        "A step of the route is on a channel where the recipient has no address (a contact without an identity \
+         there, or a phone number on web chat).",
+    ),
     // conversations
     (
         "not_sandbox_account",

@@ -159,6 +159,7 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, now: Millis, n: usize) -
             sequence: 2,
             created_at: now,
             updated_at: now,
+            route: None,
             events: None,
         },
         events: vec![event(1, EventKind::Accepted), event(2, EventKind::Queued)],

@@ -16,6 +16,7 @@ pub mod conversations;
 pub mod model;
 mod parts;
 pub mod postgres;
+mod route;
 pub mod seal;
 pub mod sqlite;
 

@@ -68,6 +68,7 @@ fn outbound(ws: WorkspaceId, account: ChannelAccountId, channel: Channel, to: &s
             sequence: 2,
             created_at: at,
             updated_at: at,
+            route: None,
             events: None,
         },
         events: vec![event(1, EventKind::Accepted), event(2, EventKind::Queued)],

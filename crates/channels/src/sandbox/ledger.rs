@@ -5,7 +5,7 @@
 //! `write_all` on an `O_APPEND` file. No fsync: the point is to survive a crash of the Parley
 //! process, and the kernel keeps a completed write when a process dies.
 
-use parley_domain::MessageId;
+use parley_domain::{ChannelAccountId, MessageId};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -57,6 +57,9 @@ impl fmt::Display for SubmissionOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Submission {
     pub message_id: MessageId,
+    /// The sandbox account it was sent through (absent in ledgers written before routes: one
+    /// message is sent once per account, so a route's fallback to another account is no repeat).
+    pub account: Option<ChannelAccountId>,
     pub attempt: i32,
     pub outcome: SubmissionOutcome,
 }
@@ -91,9 +94,11 @@ struct Inner {
     file: Option<File>,
     /// Without a file: the latest records, at most `capacity`.
     records: VecDeque<Submission>,
-    /// The latest accepted ids, at most `capacity`, and the order they were first accepted in.
-    accepted: HashMap<MessageId, AcceptedEntry>,
-    accepted_order: VecDeque<MessageId>,
+    /// The latest accepted (id, account) pairs, at most `capacity`, and the order they were
+    /// first accepted in; and per message id, its `accepted` records among them.
+    accepted: HashMap<(MessageId, Option<ChannelAccountId>), AcceptedEntry>,
+    accepted_order: VecDeque<(MessageId, Option<ChannelAccountId>)>,
+    per_message: HashMap<MessageId, u32>,
     accepted_records: usize,
     capacity: usize,
 }
@@ -105,6 +110,7 @@ impl Inner {
             records: VecDeque::new(),
             accepted: HashMap::new(),
             accepted_order: VecDeque::new(),
+            per_message: HashMap::new(),
             accepted_records: 0,
             capacity,
         }
@@ -113,18 +119,22 @@ impl Inner {
     fn apply(&mut self, submission: Submission, earlier_run: bool) {
         if submission.outcome == SubmissionOutcome::Accepted {
             self.accepted_records += 1;
-            let entry = self
-                .accepted
-                .entry(submission.message_id)
-                .or_insert(AcceptedEntry { count: 0, needs_receipts: earlier_run });
+            let key = (submission.message_id, submission.account);
+            let entry = self.accepted.entry(key).or_insert(AcceptedEntry { count: 0, needs_receipts: earlier_run });
             if entry.count == 0 {
-                self.accepted_order.push_back(submission.message_id);
+                self.accepted_order.push_back(key);
             }
             entry.count += 1;
+            *self.per_message.entry(submission.message_id).or_default() += 1;
             if self.accepted_order.len() > self.capacity
                 && let Some(oldest) = self.accepted_order.pop_front()
+                && let Some(gone) = self.accepted.remove(&oldest)
+                && let Some(total) = self.per_message.get_mut(&oldest.0)
             {
-                self.accepted.remove(&oldest);
+                *total = total.saturating_sub(gone.count);
+                if *total == 0 {
+                    self.per_message.remove(&oldest.0);
+                }
             }
         }
         if self.file.is_none() && !earlier_run {
@@ -199,7 +209,8 @@ impl SubmissionLedger {
     /// a file, the latest [`REMEMBERED_IDS`] without.
     pub fn accepted_ids(&self) -> Vec<MessageId> {
         if self.path.is_none() {
-            return self.lock().accepted_order.iter().copied().collect();
+            let mut seen = HashSet::new();
+            return self.lock().accepted_order.iter().map(|(id, _)| *id).filter(|id| seen.insert(*id)).collect();
         }
         let mut seen = HashSet::new();
         let records = self.submissions();
@@ -230,15 +241,17 @@ impl SubmissionLedger {
         }
     }
 
-    /// The number of `accepted` records for `message_id` among the ids the ledger remembers: 0
-    /// or 1 unless exactly-once was broken.
+    /// The number of `accepted` records for `message_id` among those the ledger remembers, over
+    /// every account: 0 or 1 unless exactly-once was broken (or a route fell back to another
+    /// sandbox account, which takes it once more).
     pub fn count_for(&self, message_id: &MessageId) -> usize {
-        self.lock().accepted.get(message_id).map_or(0, |e| e.count as usize)
+        self.lock().per_message.get(message_id).map_or(0, |n| *n as usize)
     }
 
-    /// Whether `message_id` has been accepted (as far as the ledger remembers).
-    pub fn is_accepted(&self, message_id: &MessageId) -> bool {
-        self.count_for(message_id) > 0
+    /// Whether `message_id` has been accepted through `account` (as far as the ledger remembers).
+    pub fn is_accepted(&self, message_id: &MessageId, account: ChannelAccountId) -> bool {
+        let inner = self.lock();
+        inner.accepted.contains_key(&(*message_id, Some(account))) || inner.accepted.contains_key(&(*message_id, None))
     }
 
     /// Record a submission, atomically with the duplicate check: if the id was accepted before,
@@ -247,22 +260,28 @@ impl SubmissionLedger {
     pub(crate) fn submit(
         &self,
         message_id: MessageId,
+        account: ChannelAccountId,
         attempt: i32,
         proposed: SubmissionOutcome,
     ) -> io::Result<Recorded> {
         let mut inner = self.lock();
-        let (outcome, recorded) = match inner.accepted.get(&message_id) {
+        // An acceptance recorded before accounts were (`None`) counts for every account.
+        let key = [(message_id, Some(account)), (message_id, None)]
+            .into_iter()
+            .find(|k| inner.accepted.contains_key(k))
+            .unwrap_or((message_id, Some(account)));
+        let (outcome, recorded) = match inner.accepted.get(&key) {
             Some(entry) => (SubmissionOutcome::Duplicate, Recorded::Duplicate { reschedule: entry.needs_receipts }),
             None => (proposed, Recorded::As(proposed)),
         };
         if let Some(file) = inner.file.as_mut() {
             // One write per line so that concurrent writers and crashes never interleave lines.
-            file.write_all(format!("{message_id} {attempt} {outcome}\n").as_bytes())?;
+            file.write_all(format!("{message_id} {attempt} {outcome} {account}\n").as_bytes())?;
         }
-        if let Some(entry) = inner.accepted.get_mut(&message_id) {
+        if let Some(entry) = inner.accepted.get_mut(&key) {
             entry.needs_receipts = false;
         }
-        inner.apply(Submission { message_id, attempt, outcome }, false);
+        inner.apply(Submission { message_id, account: Some(account), attempt, outcome }, false);
         Ok(recorded)
     }
 
@@ -294,7 +313,7 @@ fn read_records(path: &Path, file: &File, mut each: impl FnMut(Submission)) -> i
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{}:{}: not a sandbox ledger line (expected '<message_id> <attempt> <outcome>'): '{}'",
+                    "{}:{}: not a sandbox ledger line (expected '<message_id> <attempt> <outcome> [<account>]'): '{}'",
                     path.display(),
                     number,
                     text.chars().take(120).collect::<String>()
@@ -310,12 +329,55 @@ fn parse_line(line: &str) -> Option<Submission> {
     let message_id = MessageId::parse(parts.next()?).ok()?;
     let attempt = parts.next()?.parse().ok()?;
     let outcome = SubmissionOutcome::parse(parts.next()?)?;
-    parts.next().is_none().then_some(Submission { message_id, attempt, outcome })
+    let account = match parts.next() {
+        None => None,
+        Some(a) => Some(ChannelAccountId::parse(a).ok()?),
+    };
+    parts.next().is_none().then_some(Submission { message_id, account, attempt, outcome })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one sandbox account of these tests.
+    fn account() -> ChannelAccountId {
+        static ACCOUNT: std::sync::LazyLock<ChannelAccountId> = std::sync::LazyLock::new(ChannelAccountId::new);
+        *ACCOUNT
+    }
+
+    #[test]
+    fn one_message_is_taken_once_per_account() {
+        let ledger = SubmissionLedger::open(None).unwrap();
+        let id = MessageId::new();
+        let other = ChannelAccountId::new();
+        assert_eq!(
+            ledger.submit(id, account(), 1, SubmissionOutcome::Accepted).unwrap(),
+            Recorded::As(SubmissionOutcome::Accepted)
+        );
+        // A route's fallback to another account is a new hand-off, not a repeat.
+        assert_eq!(
+            ledger.submit(id, other, 1, SubmissionOutcome::Accepted).unwrap(),
+            Recorded::As(SubmissionOutcome::Accepted)
+        );
+        assert!(matches!(
+            ledger.submit(id, other, 2, SubmissionOutcome::Accepted).unwrap(),
+            Recorded::Duplicate { .. }
+        ));
+        assert_eq!(ledger.count_for(&id), 2);
+        assert!(ledger.is_accepted(&id, other) && ledger.is_accepted(&id, account()));
+        assert_eq!(ledger.accepted_ids(), vec![id]);
+    }
+
+    #[test]
+    fn lines_without_an_account_are_still_read() {
+        let id = MessageId::new();
+        let line = parse_line(&format!("{id} 1 accepted")).unwrap();
+        assert_eq!((line.message_id, line.account), (id, None));
+        let with = parse_line(&format!("{id} 1 accepted {}", account())).unwrap();
+        assert_eq!(with.account, Some(account()));
+        assert!(parse_line(&format!("{id} 1 accepted not-an-account")).is_none());
+    }
 
     #[test]
     fn in_memory_ledger_counts_and_refuses_duplicates() {
@@ -323,19 +385,19 @@ mod tests {
         let a = MessageId::new();
         let b = MessageId::new();
         assert_eq!(
-            ledger.submit(a, 1, SubmissionOutcome::Transient).unwrap(),
+            ledger.submit(a, account(), 1, SubmissionOutcome::Transient).unwrap(),
             Recorded::As(SubmissionOutcome::Transient)
         );
         assert_eq!(
-            ledger.submit(a, 2, SubmissionOutcome::Accepted).unwrap(),
+            ledger.submit(a, account(), 2, SubmissionOutcome::Accepted).unwrap(),
             Recorded::As(SubmissionOutcome::Accepted)
         );
         assert_eq!(
-            ledger.submit(a, 3, SubmissionOutcome::Accepted).unwrap(),
+            ledger.submit(a, account(), 3, SubmissionOutcome::Accepted).unwrap(),
             Recorded::Duplicate { reschedule: false }
         );
         assert_eq!(
-            ledger.submit(b, 1, SubmissionOutcome::Permanent).unwrap(),
+            ledger.submit(b, account(), 1, SubmissionOutcome::Permanent).unwrap(),
             Recorded::As(SubmissionOutcome::Permanent)
         );
         assert_eq!(ledger.count_for(&a), 1);
@@ -362,30 +424,37 @@ mod tests {
         let b = MessageId::new();
         {
             let ledger = SubmissionLedger::open(Some(path.clone())).unwrap();
-            ledger.submit(a, 1, SubmissionOutcome::Accepted).unwrap();
-            ledger.submit(b, 1, SubmissionOutcome::Transient).unwrap();
+            ledger.submit(a, account(), 1, SubmissionOutcome::Accepted).unwrap();
+            ledger.submit(b, account(), 1, SubmissionOutcome::Transient).unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, format!("{a} 1 accepted\n{b} 1 transient\n"));
+        let acc = account();
+        assert_eq!(text, format!("{a} 1 accepted {acc}\n{b} 1 transient {acc}\n"));
 
         let ledger = SubmissionLedger::open(Some(path.clone())).unwrap();
         assert_eq!(ledger.path(), Some(path.as_path()));
         assert_eq!(ledger.accepted_ids(), vec![a]);
         assert_eq!(ledger.submissions().len(), 2);
-        assert_eq!(ledger.submit(a, 2, SubmissionOutcome::Accepted).unwrap(), Recorded::Duplicate { reschedule: true });
         assert_eq!(
-            ledger.submit(a, 3, SubmissionOutcome::Accepted).unwrap(),
+            ledger.submit(a, account(), 2, SubmissionOutcome::Accepted).unwrap(),
+            Recorded::Duplicate { reschedule: true }
+        );
+        assert_eq!(
+            ledger.submit(a, account(), 3, SubmissionOutcome::Accepted).unwrap(),
             Recorded::Duplicate { reschedule: false }
         );
         assert_eq!(
-            ledger.submit(b, 2, SubmissionOutcome::Accepted).unwrap(),
+            ledger.submit(b, account(), 2, SubmissionOutcome::Accepted).unwrap(),
             Recorded::As(SubmissionOutcome::Accepted)
         );
         assert_eq!(ledger.count_for(&a), 1);
         assert_eq!(ledger.count_for(&b), 1);
         drop(ledger);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.ends_with(&format!("{a} 2 duplicate\n{a} 3 duplicate\n{b} 2 accepted\n")), "{text}");
+        assert!(
+            text.ends_with(&format!("{a} 2 duplicate {acc}\n{a} 3 duplicate {acc}\n{b} 2 accepted {acc}\n")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -397,11 +466,12 @@ mod tests {
         let ledger = SubmissionLedger::open(Some(path.clone())).unwrap();
         assert_eq!(ledger.accepted_count(), 1);
         let b = MessageId::new();
-        ledger.submit(b, 1, SubmissionOutcome::Accepted).unwrap();
+        ledger.submit(b, account(), 1, SubmissionOutcome::Accepted).unwrap();
         drop(ledger);
         let reopened = SubmissionLedger::open(Some(path.clone())).unwrap();
         assert_eq!(reopened.accepted_ids(), vec![a, b]);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{a} 1 accepted\n{b} 1 accepted\n"));
+        let acc = account();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{a} 1 accepted\n{b} 1 accepted {acc}\n"));
     }
 
     #[test]
@@ -431,19 +501,19 @@ mod tests {
         let ids: Vec<MessageId> = (0..5).map(|_| MessageId::new()).collect();
         let ledger = SubmissionLedger::with_capacity(None, 3).unwrap();
         for id in &ids {
-            ledger.submit(*id, 1, SubmissionOutcome::Accepted).unwrap();
+            ledger.submit(*id, account(), 1, SubmissionOutcome::Accepted).unwrap();
         }
         assert_eq!(ledger.accepted_ids(), ids[2..].to_vec());
         assert_eq!(ledger.submissions().len(), 3);
         assert_eq!(ledger.count_for(&ids[0]), 0, "forgotten");
         // A repeat of a forgotten id is a second acceptance, and the total shows it.
         assert_eq!(
-            ledger.submit(ids[0], 2, SubmissionOutcome::Accepted).unwrap(),
+            ledger.submit(ids[0], account(), 2, SubmissionOutcome::Accepted).unwrap(),
             Recorded::As(SubmissionOutcome::Accepted)
         );
         assert_eq!(ledger.accepted_count(), 6);
         assert_eq!(
-            ledger.submit(ids[4], 2, SubmissionOutcome::Accepted).unwrap(),
+            ledger.submit(ids[4], account(), 2, SubmissionOutcome::Accepted).unwrap(),
             Recorded::Duplicate { reschedule: false }
         );
 
@@ -451,7 +521,7 @@ mod tests {
         let path = dir.path().join("ledger.txt");
         let ledger = SubmissionLedger::with_capacity(Some(path.clone()), 2).unwrap();
         for id in &ids {
-            ledger.submit(*id, 1, SubmissionOutcome::Accepted).unwrap();
+            ledger.submit(*id, account(), 1, SubmissionOutcome::Accepted).unwrap();
         }
         drop(ledger);
         let reopened = SubmissionLedger::with_capacity(Some(path), 2).unwrap();

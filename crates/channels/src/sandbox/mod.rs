@@ -95,11 +95,36 @@ pub struct SandboxConfig {
     pub auto_reply: Option<String>,
     /// Everything that looks random (provider ids) is derived from this seed.
     pub seed: u64,
+    /// Make every recipient behave like one of the magic numbers: the account as a whole is
+    /// down, or never confirms delivery (to try fallback routes in the sandbox).
+    pub every_send: EverySend,
+}
+
+/// How every send of a sandbox account behaves, whatever its recipient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EverySend {
+    /// As its recipient says (the magic numbers), else normally.
+    #[default]
+    ByRecipient,
+    /// Refused permanently (`sandbox:permanent_failure`).
+    PermanentFailure,
+    /// Accepted, then never a receipt.
+    NoReceipt,
+    /// Accepted, then `undelivered` (`sandbox:undeliverable`).
+    Undeliverable,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { latency_ms: 0, receipt_latency_ms: 50, read_receipts: true, auto_reply: None, seed: 0 }
+        SandboxConfig {
+            latency_ms: 0,
+            receipt_latency_ms: 50,
+            read_receipts: true,
+            auto_reply: None,
+            seed: 0,
+            every_send: EverySend::ByRecipient,
+        }
     }
 }
 
@@ -152,6 +177,16 @@ enum Behaviour {
 }
 
 impl Behaviour {
+    /// What a send to `to` does on an account whose sends all behave as `every` says.
+    fn for_send(every: EverySend, to: &str) -> Behaviour {
+        match every {
+            EverySend::ByRecipient => Behaviour::for_recipient(to),
+            EverySend::PermanentFailure => Behaviour::PermanentFailure,
+            EverySend::NoReceipt => Behaviour::NoReceipt,
+            EverySend::Undeliverable => Behaviour::Undeliverable,
+        }
+    }
+
     fn for_recipient(to: &str) -> Behaviour {
         use magic::*;
         match to {
@@ -239,9 +274,12 @@ impl SandboxConnector {
     }
 
     /// The provider id this sandbox gives `message_id`: `sbx_` and 24 hex digits of
-    /// sha256(message id, seed), so it is the same on every send and after a restart.
+    /// sha256(message id, seed), so it is the same on every send and after a restart. Another
+    /// sandbox account (a route's next step) gives the same message another id, as another
+    /// carrier would.
     pub fn provider_message_id(&self, message_id: &MessageId) -> String {
-        format!("sbx_{}", self.derive(b"", message_id))
+        let account = format!("{}:", self.account_id);
+        format!("sbx_{}", self.derive(account.as_bytes(), message_id))
     }
 
     /// The provider id of the auto-reply to `message_id`.
@@ -359,7 +397,7 @@ impl Connector for SandboxConnector {
             tracing::debug!(account = %self.account_id, expected = self.channel.as_str(), got = request.channel.as_str(),
                 "sandbox send for another channel than the account's");
         }
-        let behaviour = Behaviour::for_recipient(&request.to);
+        let behaviour = Behaviour::for_send(self.config.every_send, &request.to);
         let refusal = behaviour.refusal(request);
         let proposed = match &refusal {
             None => SubmissionOutcome::Accepted,
@@ -367,7 +405,7 @@ impl Connector for SandboxConnector {
             Some(_) => SubmissionOutcome::Transient,
         };
         let provider_message_id = self.provider_message_id(&request.message_id);
-        match self.ledger.submit(request.message_id, request.attempt, proposed) {
+        match self.ledger.submit(request.message_id, self.account_id, request.attempt, proposed) {
             Err(e) => {
                 tracing::warn!(error = %e, message_id = %request.message_id, "sandbox ledger write failed; refusing the send");
                 SendResult::Transient {
@@ -397,7 +435,7 @@ impl Connector for SandboxConnector {
     fn resume(&self, awaiting: Vec<AwaitingReceipt>) {
         for a in awaiting {
             // Only what this carrier really took, under the id it gave.
-            if !self.ledger.is_accepted(&a.message_id)
+            if !self.ledger.is_accepted(&a.message_id, self.account_id)
                 || a.provider_message_id != self.provider_message_id(&a.message_id)
             {
                 continue;
@@ -412,7 +450,11 @@ impl Connector for SandboxConnector {
                 content: Content::text(String::new()),
                 expires_at: Millis::now(),
             };
-            self.schedule(self.plan(Behaviour::for_recipient(&a.to), &request, &a.provider_message_id));
+            self.schedule(self.plan(
+                Behaviour::for_send(self.config.every_send, &a.to),
+                &request,
+                &a.provider_message_id,
+            ));
         }
     }
 

@@ -679,8 +679,9 @@ pub struct Ledger {
 
 impl Ledger {
     /// Read a ledger file (a missing file is an empty ledger). Every line must be
-    /// `<message_id> <attempt> <outcome>`: anything else (two appends interleaved, a torn line)
-    /// fails the test.
+    /// `<message_id> <attempt> <outcome> <account>`: anything else (two appends interleaved, a
+    /// torn line) fails the test. These loads send each message on one account, so a message id
+    /// accepted twice is a message sent twice.
     pub fn read(path: &Path) -> Ledger {
         let mut ledger = Ledger::default();
         ledger.add(path);
@@ -697,7 +698,10 @@ impl Ledger {
         assert!(text.is_empty() || text.ends_with('\n'), "{}: the last line is torn", path.display());
         for (n, line) in text.lines().enumerate() {
             let parts: Vec<&str> = line.split(' ').collect();
-            let ok = parts.len() == 3 && parts[0].starts_with("msg_") && parts[1].parse::<i32>().is_ok();
+            let ok = parts.len() == 4
+                && parts[0].starts_with("msg_")
+                && parts[1].parse::<i32>().is_ok()
+                && parts[3].starts_with("cha_");
             assert!(ok, "{}:{}: not a ledger line: {line:?}", path.display(), n + 1);
             self.lines += 1;
             match parts[2] {

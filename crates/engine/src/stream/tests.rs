@@ -100,6 +100,7 @@ async fn send(store: &Arc<dyn Store>, ws: WorkspaceId, account: ChannelAccountId
                     sequence: 2,
                     created_at: now,
                     updated_at: now,
+                    route: None,
                     events: None,
                 },
                 events: vec![event(1, EventKind::Accepted), event(2, EventKind::Queued)],

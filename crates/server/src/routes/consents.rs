@@ -45,6 +45,9 @@ pub fn policy_error(e: &PolicyError) -> ApiError {
                 })
                 .collect(),
         ),
+        PolicyError::RouteStepUnreachable { step, reason, .. } => {
+            ApiError::new("route_step_unreachable", e.to_string()).with_param(format!("route[{step}]"), reason.clone())
+        }
         PolicyError::InvalidSettings(errors) => ApiError::new("validation_failed", e.to_string()).with_params(
             errors
                 .iter()

@@ -7,12 +7,13 @@ use crate::routes::{List, into_page, page_limit, read_cursor};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use parley_domain::route::{MAX_MOVE_ON_SECONDS, MAX_ROUTE_STEPS, MIN_MOVE_ON_SECONDS};
 use parley_domain::{
     Address, AddressError, Channel, ChannelAccountId, ContactId, Content, E164, Message, MessageId, MessageState,
-    Millis, Purpose, Scope,
+    Millis, MoveOn, Purpose, Scope,
 };
 use parley_engine::{
-    AcceptOutcome, EngineError, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, SendSpec,
+    AcceptOutcome, EngineError, IdempotencyInput, MAX_VALIDITY_SECONDS, MIN_VALIDITY_SECONDS, RouteStepSpec, SendSpec,
 };
 use parley_store::{CancelOutcome, MessageFilter};
 use serde::{Deserialize, Serialize};
@@ -53,7 +54,8 @@ pub struct SendMessageRequest {
     /// contact's first preferred channel that can carry the content now (it has an address there,
     /// an account exists, and for free-form WhatsApp the 24-hour window is open), else WhatsApp,
     /// RCS, SMS, web chat in that order; the `accepted` event says which and why.
-    pub channel: ChannelChoice,
+    #[serde(default)]
+    pub channel: Option<ChannelChoice>,
     /// ISO 3166-1 alpha-2 region for numbers written without a country code (`DE`, `IN`).
     #[serde(default)]
     pub default_region: Option<String>,
@@ -61,7 +63,17 @@ pub struct SendMessageRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub channel_account_id: Option<String>,
-    pub content: Content,
+    /// What to send. With a `route` whose every step has its own content it may be left out.
+    #[serde(default)]
+    pub content: Option<Content>,
+    /// Send with fallback, instead of `channel`: up to 5 steps tried in order, each a channel
+    /// (and optionally an account and its own content) with when to move on to the next one:
+    /// `{"when": "failed"}` (the default), `{"when": "not_delivered", "within_seconds": 60}` or
+    /// `{"when": "not_read", "within_seconds": 3600}` (30 to 172,800 seconds after the step's
+    /// provider took it). One message, one id: each step is an attempt with its own provider id,
+    /// and moving on is a `fallback` event. Steps the messaging policy refuses are left out.
+    #[serde(default)]
+    pub route: Option<Vec<RouteStepRequest>>,
     /// Send at this time (RFC 3339) instead of now; at most 90 days ahead.
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -85,6 +97,24 @@ pub struct SendMessageRequest {
     /// default marketing waits and every other purpose goes at once.
     #[serde(default)]
     pub respect_quiet_hours: Option<bool>,
+}
+
+/// One step of a route.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"channel": "whatsapp", "move_on": {"when": "not_delivered", "within_seconds": 60}}))]
+pub struct RouteStepRequest {
+    pub channel: Channel,
+    /// This channel account instead of the workspace's default for the channel.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub channel_account_id: Option<String>,
+    /// This step's own content (a template on WhatsApp, plain text on SMS, …).
+    #[serde(default)]
+    pub content: Option<Content>,
+    /// When to move on to the next step; `{"when": "failed"}` when left out. Not on the last step.
+    #[serde(default)]
+    pub move_on: Option<MoveOn>,
 }
 
 /// The channel a send asks for.
@@ -129,7 +159,35 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
         })?),
         (Some(_), None) => None,
     };
-    let chosen = req.channel.channel();
+    let route = match req.route {
+        None => None,
+        Some(steps) => {
+            if req.channel.is_some() || req.channel_account_id.is_some() {
+                let reason = "give channel (and channel_account_id) or route, not both";
+                return Err(ApiError::new("validation_failed", reason).with_param(name("route"), reason));
+            }
+            Some(validate_route(steps, &name)?)
+        }
+    };
+    let content = match (req.content, &route) {
+        (Some(content), _) => content,
+        (None, Some(steps)) if steps.iter().all(|s| s.content.is_some()) => {
+            steps[0].content.clone().unwrap_or_else(|| Content::text("-"))
+        }
+        (None, _) => {
+            return Err(ApiError::new("validation_failed", "content: missing field `content`")
+                .with_param(name("content"), "missing field `content`"));
+        }
+    };
+    let choice = match (req.channel, &route) {
+        (Some(choice), _) => choice,
+        (None, Some(steps)) => step_choice(steps[0].channel),
+        (None, None) => {
+            return Err(ApiError::new("validation_failed", "channel: missing field `channel`")
+                .with_param(name("channel"), "missing field `channel` (or give route)"));
+        }
+    };
+    let chosen = choice.channel();
     if chosen.is_none() && (contact_id.is_none() || req.channel_account_id.is_some()) {
         let reason = "auto needs contact_id, and chooses the channel's default account itself";
         return Err(ApiError::new("validation_failed", format!("channel {reason}")).with_param(name("channel"), reason));
@@ -153,11 +211,25 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
             return Err(ApiError::new("validation_failed", e.to_string()).with_param(name("to"), e.to_string()));
         }
     };
+    if let (Some(steps), Some(_)) = (&route, &to) {
+        // One address for every step: the phone channels share a number; web chat has visitors.
+        let webchat = |s: &RouteStepSpec| s.channel == Channel::Webchat;
+        if steps.iter().any(webchat) && !steps.iter().all(webchat) {
+            let reason = "a route to one address cannot mix web chat with phone channels: send to a contact_id";
+            return Err(ApiError::new("invalid_route", reason).with_param(name("route"), reason));
+        }
+    }
     let mut invalid = Invalid::default();
-    if let Err(e) = req.content.validate() {
+    // A step with its own content sends that; the message's content goes on the others.
+    let content_is_used = route.as_ref().is_none_or(|steps| steps.iter().any(|s| s.content.is_none()));
+    if let Err(e) = content.validate() {
         invalid.add(name(&format!("content.{}", e.field)), e.reason);
-    } else if chosen.is_some() && !req.content.supported_on(channel) {
-        let detail = format!("{} content cannot be sent on {}", req.content.kind(), channel.as_str());
+    } else if let Some(step) = route.iter().flatten().find(|s| s.content.is_none() && !content.supported_on(s.channel))
+    {
+        let detail = format!("{} content cannot be sent on {}", content.kind(), step.channel.as_str());
+        return Err(ApiError::new("content_not_supported", detail.clone()).with_param(name("content"), detail));
+    } else if route.is_none() && content_is_used && chosen.is_some() && !content.supported_on(channel) {
+        let detail = format!("{} content cannot be sent on {}", content.kind(), channel.as_str());
         return Err(ApiError::new("content_not_supported", detail.clone()).with_param(name("content"), detail));
     }
     let channel_account_id = match req.channel_account_id.as_deref().map(ChannelAccountId::parse) {
@@ -217,7 +289,7 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
         channel,
         to,
         channel_account_id,
-        content: req.content,
+        content,
         send_at,
         validity_seconds: req.validity_seconds,
         metadata,
@@ -226,7 +298,77 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
         purpose,
         respect_quiet_hours: req.respect_quiet_hours,
         auto_channel: chosen.is_none(),
+        route,
     })
+}
+
+/// The channel choice a route's first step stands for.
+fn step_choice(channel: Channel) -> ChannelChoice {
+    match channel {
+        Channel::Sms => ChannelChoice::Sms,
+        Channel::Whatsapp => ChannelChoice::Whatsapp,
+        Channel::Rcs => ChannelChoice::Rcs,
+        Channel::Webchat => ChannelChoice::Webchat,
+    }
+}
+
+/// Check a route's steps: 1 to 5, no channel account twice (a cycle), timeouts in bounds,
+/// no condition on the last step, each step's own content valid for its channel.
+fn validate_route(steps: Vec<RouteStepRequest>, name: &dyn Fn(&str) -> String) -> Result<Vec<RouteStepSpec>, ApiError> {
+    if steps.is_empty() || steps.len() > MAX_ROUTE_STEPS {
+        let reason = format!("a route has 1 to {MAX_ROUTE_STEPS} steps, not {}", steps.len());
+        return Err(ApiError::new("invalid_route", reason.clone()).with_param(name("route"), reason));
+    }
+    let mut invalid = Invalid::default();
+    let last = steps.len() - 1;
+    let mut specs: Vec<RouteStepSpec> = Vec::with_capacity(steps.len());
+    for (i, step) in steps.into_iter().enumerate() {
+        let field = |f: &str| name(&format!("route[{i}]{f}"));
+        let account = match step.channel_account_id.as_deref().map(ChannelAccountId::parse) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => {
+                invalid.add(field(".channel_account_id"), e.to_string());
+                None
+            }
+        };
+        if let Some(j) = specs.iter().position(|s| s.channel == step.channel && s.channel_account_id == account) {
+            invalid.add(field(""), format!("repeats step {j}: a route visits each channel account once"));
+        }
+        match (i == last, step.move_on.and_then(MoveOn::within_seconds)) {
+            (true, _) if step.move_on.is_some() => {
+                invalid.add(field(".move_on"), "the last step has no step to move on to");
+            }
+            (_, Some(s)) if !(MIN_MOVE_ON_SECONDS..=MAX_MOVE_ON_SECONDS).contains(&s) => {
+                invalid.add(
+                    field(".move_on.within_seconds"),
+                    format!("{s} is outside {MIN_MOVE_ON_SECONDS} to {MAX_MOVE_ON_SECONDS}"),
+                );
+            }
+            _ => {}
+        }
+        if let Some(content) = &step.content {
+            if let Err(e) = content.validate() {
+                invalid.add(field(&format!(".content.{}", e.field)), e.reason);
+            } else if !content.supported_on(step.channel) {
+                invalid.add(
+                    field(".content"),
+                    format!("{} content cannot be sent on {}", content.kind(), step.channel.as_str()),
+                );
+            }
+        }
+        specs.push(RouteStepSpec {
+            channel: step.channel,
+            channel_account_id: account,
+            content: step.content,
+            move_on: if i == last { None } else { Some(step.move_on.unwrap_or(MoveOn::Failed {})) },
+        });
+    }
+    if !invalid.0.is_empty() {
+        let detail = invalid.0.iter().map(|p| format!("{}: {}", p.name, p.reason)).collect::<Vec<_>>().join("; ");
+        return Err(ApiError::new("invalid_route", detail).with_params(invalid.0));
+    }
+    Ok(specs)
 }
 
 /// The request fingerprint that an idempotency key is bound to: the route and the body's JSON

@@ -65,6 +65,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/postgres/0009_contacts.sql")),
     (10, include_str!("../../migrations/postgres/0010_consent.sql")),
     (11, include_str!("../../migrations/postgres/0011_conversations.sql")),
+    (12, include_str!("../../migrations/postgres/0012_routes.sql")),
 ];
 
 /// A [`Store`] on PostgreSQL.

@@ -328,8 +328,44 @@ pub(super) async fn record_receipts(pool: &PgPool, receipts: Vec<Receipt>) -> Re
         let id = rows::parse_message_id(&row.try_get::<String, _>("id")?)?;
         matches.insert((row.try_get("channel_account_id")?, row.try_get("provider_message_id")?), id);
     }
-    let ids: Vec<String> =
-        matches.values().chain(part_of.values()).collect::<BTreeSet<_>>().iter().map(ToString::to_string).collect();
+    // Receipts for route steps their messages have left (rare: looked up only when some match
+    // nothing else).
+    let unmatched: Vec<&(String, String)> =
+        pairs.iter().filter(|p| !matches.contains_key(*p) && !part_of.contains_key(*p)).collect();
+    let mut superseded: HashMap<(String, String), (MessageId, i64)> = HashMap::new();
+    if !unmatched.is_empty() {
+        let accounts: Vec<&str> = unmatched.iter().map(|(a, _)| a.as_str()).collect();
+        let provider_ids: Vec<&str> = unmatched.iter().map(|(_, p)| p.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT channel_account_id, provider_message_id, message_id, step FROM superseded_sends \
+             WHERE (channel_account_id, provider_message_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(accounts)
+        .bind(provider_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let id = rows::parse_message_id(&row.try_get::<String, _>("message_id")?)?;
+            let key = (row.try_get("channel_account_id")?, row.try_get("provider_message_id")?);
+            superseded.insert(key, (id, row.try_get("step")?));
+        }
+    }
+    let ids: Vec<String> = matches
+        .values()
+        .chain(part_of.values())
+        .chain(superseded.values().map(|(id, _)| id))
+        .collect::<BTreeSet<_>>()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // The jobs of these messages first (the lock order of `queue`): a receipt that fails a route
+    // step makes its message's job due, to move on.
+    sqlx::query(
+        "SELECT message_id FROM dispatch_jobs WHERE message_id = ANY($1::text[]) ORDER BY message_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
     let mut timeline = Timeline::new(rows::lock_messages(&mut tx, &ids).await?);
     let with_parts: Vec<String> = part_of.values().collect::<BTreeSet<_>>().iter().map(ToString::to_string).collect();
     let mut parts = Parts::load(&mut tx, &with_parts).await?;
@@ -345,7 +381,21 @@ pub(super) async fn record_receipts(pool: &PgPool, receipts: Vec<Receipt>) -> Re
         }
         match matches.get(pair) {
             Some(id) if timeline.get(*id).is_some() => apply_receipt(&mut timeline, *id, &row, now),
-            _ => kept.push(receipt),
+            _ => match superseded.get(pair) {
+                Some((id, step)) if timeline.get(*id).is_some() => {
+                    let observation = Observation {
+                        occurred_at: row.occurred_at,
+                        recorded_at: now,
+                        provider_message_id: Some(row.provider_message_id.clone()),
+                        error: row.error.clone(),
+                        details: Some(crate::route::superseded_details(row.details.clone(), *step)),
+                        never_applied: true,
+                        ..Observation::default()
+                    };
+                    timeline.record(*id, EventKind::from(row.state), observation);
+                }
+                _ => kept.push(receipt),
+            },
         }
     }
     if !kept.is_empty() {
@@ -509,6 +559,7 @@ fn inbound_message(
         sequence: 1,
         created_at: m.received_at,
         updated_at: m.received_at,
+        route: None,
         events: None,
     };
     (message, event)

@@ -10,7 +10,7 @@ use super::timeline::{Observation, Timeline};
 use super::{lock_provider_ids, map_write_error};
 use crate::parts;
 use crate::{CancelOutcome, ClaimBatch, ClaimedJob, DispatchOutcome, OutcomeKind, Result};
-use parley_domain::{ErrorInfo, EventKind, MessageId, MessageState, Millis, WorkspaceId};
+use parley_domain::{ErrorInfo, EventKind, MessageId, MessageState, Millis, RouteDecision, WorkspaceId};
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -78,12 +78,35 @@ pub(super) async fn claim_jobs(
     let mut batch = ClaimBatch::default();
     let mut finished = BTreeSet::new();
     let mut held = Vec::new();
-    for (_, id, attempt) in claimed {
+    // Jobs of routed messages to look at again later (their step's deadline), and jobs whose
+    // message moved on to its next step (its attempts start again).
+    let mut waiting: Vec<(MessageId, Millis)> = Vec::new();
+    let mut moved_on = Vec::new();
+    for (_, id, mut attempt) in claimed {
         let Some(message) = timeline.get(id) else {
             tracing::warn!(message = %id, "dispatch job without a message; deleted");
             finished.insert(id);
             continue;
         };
+        if let Some(route) = &message.route {
+            match route.decide(message.status, now, message.expires_at) {
+                RouteDecision::Send => {}
+                RouteDecision::Settled => {
+                    finished.insert(id);
+                    continue;
+                }
+                RouteDecision::WaitUntil(at) => {
+                    waiting.push((id, at));
+                    continue;
+                }
+                RouteDecision::FallBack(reason) => {
+                    timeline.fall_back(id, reason, now);
+                    attempt = 1;
+                    moved_on.push(id);
+                }
+            }
+        }
+        let Some(message) = timeline.get(id) else { continue };
         let (status, expired) = (message.status, message.expires_at <= now);
         if !matches!(
             status,
@@ -113,6 +136,31 @@ pub(super) async fn claim_jobs(
         held.push((id, attempt));
     }
     delete_jobs(&mut tx, &finished).await?;
+    if !waiting.is_empty() {
+        let ids: Vec<String> = waiting.iter().map(|(id, _)| id.to_string()).collect();
+        let due: Vec<i64> = waiting.iter().map(|(_, at)| at.0).collect();
+        sqlx::query(
+            "UPDATE dispatch_jobs AS j SET due_at = u.due, attempt = 0, lease_owner = NULL, lease_until = NULL \
+             FROM UNNEST($1::text[], $2::bigint[]) AS u(id, due) WHERE j.message_id = u.id",
+        )
+        .bind(ids)
+        .bind(due)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !moved_on.is_empty() {
+        let ids: Vec<String> = moved_on.iter().map(ToString::to_string).collect();
+        let accounts: Vec<String> =
+            moved_on.iter().filter_map(|id| timeline.get(*id).map(|m| m.channel_account_id.to_string())).collect();
+        sqlx::query(
+            "UPDATE dispatch_jobs AS j SET attempt = 1, channel_account_id = u.account \
+             FROM UNNEST($1::text[], $2::text[]) AS u(id, account) WHERE j.message_id = u.id",
+        )
+        .bind(ids)
+        .bind(accounts)
+        .execute(&mut *tx)
+        .await?;
+    }
     timeline.flush(&mut tx).await?;
     tx.commit().await?;
     batch.jobs = held
@@ -234,8 +282,18 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
                         m.error = None;
                     }
                 }
-                finished.insert(id);
-                requeued.remove(&id);
+                // A routed message with a step after this one keeps its job, due when the step
+                // must be looked at again (the stored fallback timer).
+                match timeline.route_sent(id, &provider_message_id, o.at) {
+                    Some(due) => {
+                        finished.remove(&id);
+                        requeued.insert(id, (due, 0));
+                    }
+                    None => {
+                        finished.insert(id);
+                        requeued.remove(&id);
+                    }
+                }
                 let mut part_ids = parts.ids_of(id);
                 if part_ids.is_empty() {
                     part_ids.push(provider_message_id);
@@ -266,7 +324,10 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
             }
             OutcomeKind::Failed { error } => {
                 timeline.record(id, EventKind::Failed, observation(Some(error)));
-                finished.insert(id);
+                // A step with a next one leaves its job to move on (due now, at flush).
+                if !timeline.falls_back(id) {
+                    finished.insert(id);
+                }
                 requeued.remove(&id);
             }
             OutcomeKind::Expired { error } => {

@@ -15,7 +15,8 @@ macro_rules! message_columns {
     () => {
         "id, workspace_id, direction, channel, channel_account_id, to_address, from_address, status, content, \
          send_at, expires_at, validity_seconds, metadata, client_reference, provider_message_id, attempts, \
-         error_code, error_detail, error_permanent, sequence, created_at, updated_at, contact_id, purpose, conversation_id"
+         error_code, error_detail, error_permanent, sequence, created_at, updated_at, contact_id, purpose, conversation_id, \
+         route"
     };
 }
 pub(super) use message_columns;
@@ -172,6 +173,10 @@ pub(super) fn message_from_row(row: &PgRow) -> Result<Message> {
             ),
             None => None,
         },
+        route: match row.try_get::<Option<String>, _>("route")? {
+            Some(s) => Some(serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("message route: {e}")))?),
+            None => None,
+        },
         events: None,
     })
 }
@@ -230,6 +235,7 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
     let mut contacts = Vec::with_capacity(n);
     let mut purposes = Vec::with_capacity(n);
     let mut conversations = Vec::with_capacity(n);
+    let mut routes = Vec::with_capacity(n);
     for m in messages {
         ids.push(m.id.to_string());
         workspaces.push(m.workspace_id.to_string());
@@ -256,6 +262,7 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
         contacts.push(m.contact_id.map(|id| id.to_string()));
         purposes.push(m.purpose.as_ref().map(|p| p.as_str()));
         conversations.push(m.conversation_id.map(|id| id.to_string()));
+        routes.push(m.route.as_ref().map(|r| to_json(r, "message route")).transpose()?);
     }
     sqlx::query(concat!(
         "INSERT INTO messages (",
@@ -263,7 +270,7 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
         ") SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], \
          $14::text[], $15::text[], $16::bigint[], $17::text[], $18::text[], $19::boolean[], $20::bigint[], \
-         $21::bigint[], $22::bigint[], $23::text[], $24::text[], $25::text[])"
+         $21::bigint[], $22::bigint[], $23::text[], $24::text[], $25::text[], $26::text[])"
     ))
     .bind(ids)
     .bind(workspaces)
@@ -290,6 +297,7 @@ pub(super) async fn insert_messages(conn: &mut PgConnection, messages: &[&Messag
     .bind(contacts)
     .bind(purposes)
     .bind(conversations)
+    .bind(routes)
     .execute(conn)
     .await
     .map_err(super::map_write_error)?;
@@ -341,6 +349,41 @@ pub(super) async fn update_messages(conn: &mut PgConnection, messages: &[&Messag
     .bind(error_permanents)
     .bind(sequences)
     .bind(updated)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Write back the route of routed messages with their current step's channel, account and
+/// address (which a fallback changes).
+pub(super) async fn update_routes(conn: &mut PgConnection, messages: &[&Message]) -> Result<()> {
+    let mut ids = Vec::new();
+    let mut routes = Vec::new();
+    let mut channels = Vec::new();
+    let mut accounts = Vec::new();
+    let mut tos = Vec::new();
+    for m in messages {
+        let Some(route) = &m.route else { continue };
+        ids.push(m.id.to_string());
+        routes.push(crate::route::to_json(route)?);
+        channels.push(m.channel.as_str());
+        accounts.push(m.channel_account_id.to_string());
+        tos.push(m.to.as_str());
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE messages AS m SET route = u.route, channel = u.channel, channel_account_id = u.account, \
+         to_address = u.to_address \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+         AS u(id, route, channel, account, to_address) WHERE m.id = u.id",
+    )
+    .bind(ids)
+    .bind(routes)
+    .bind(channels)
+    .bind(accounts)
+    .bind(tos)
     .execute(conn)
     .await?;
     Ok(())

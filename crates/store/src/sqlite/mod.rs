@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/sqlite/0009_contacts.sql")),
     (10, include_str!("../../migrations/sqlite/0010_consent.sql")),
     (11, include_str!("../../migrations/sqlite/0011_conversations.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_routes.sql")),
 ];
 
 /// Writes applied in one transaction, at most.

@@ -4,17 +4,18 @@
 use crate::{ApiKey, ChannelAccount, Result, StoreError, Workspace};
 use parley_domain::{
     ApiKeyId, Channel, ChannelAccountId, Direction, ErrorInfo, EventId, EventKind, Message, MessageEvent, MessageId,
-    MessageState, Millis, Scopes, WorkspaceId,
+    MessageState, Millis, Route, Scopes, WorkspaceId,
 };
 use rusqlite::Row;
 
 pub const MESSAGE_COLUMNS: &str = "id, workspace_id, direction, channel, channel_account_id, to_address, from_address, \
      status, content, send_at, expires_at, validity_seconds, metadata, client_reference, provider_message_id, attempts, \
-     error_code, error_detail, error_permanent, sequence, created_at, updated_at, contact_id, purpose, conversation_id";
+     error_code, error_detail, error_permanent, sequence, created_at, updated_at, contact_id, purpose, conversation_id, \
+     route";
 
 /// The columns of [`Progress`], in its order.
 pub const PROGRESS_COLUMNS: &str = "id, workspace_id, channel_account_id, status, sequence, attempts, \
-     provider_message_id, error_code, error_detail, error_permanent, updated_at";
+     provider_message_id, error_code, error_detail, error_permanent, updated_at, expires_at, route";
 
 /// The part of a message that its events and its dispatch change, and what recording them takes:
 /// the writes that need no more load this instead of the whole message and its content.
@@ -29,6 +30,14 @@ pub struct Progress {
     pub provider_message_id: Option<String>,
     pub error: Option<ErrorInfo>,
     pub updated_at: Millis,
+    pub expires_at: Millis,
+    /// The route of a message sent with fallback (see `parley_domain::route`).
+    pub route: Option<Route>,
+    /// The route changed and must be written back.
+    pub route_changed: bool,
+    /// An event just recorded a failure of a step that has a next one: the message will move on
+    /// instead of ending, and its dispatch job stays (due now).
+    pub falls_back: bool,
 }
 
 impl Progress {
@@ -43,6 +52,10 @@ impl Progress {
             provider_message_id: m.provider_message_id.clone(),
             error: m.error.clone(),
             updated_at: m.updated_at,
+            expires_at: m.expires_at,
+            route: m.route.clone(),
+            route_changed: false,
+            falls_back: false,
         }
     }
 
@@ -54,7 +67,13 @@ impl Progress {
         m.provider_message_id = self.provider_message_id;
         m.error = self.error;
         m.updated_at = self.updated_at;
+        m.route = self.route;
     }
+}
+
+/// A message's route as stored (JSON), if it has one.
+pub fn route(value: Option<String>) -> Result<Option<Route>> {
+    value.map(|s| serde_json::from_str(&s).map_err(|_| corrupt("message route", &s))).transpose()
 }
 
 /// A row selected with [`PROGRESS_COLUMNS`].
@@ -69,6 +88,10 @@ pub fn progress(row: &Row<'_>) -> Result<Progress> {
         provider_message_id: row.get(6)?,
         error: error_info(row.get(7)?, row.get(8)?, row.get(9)?),
         updated_at: Millis(row.get(10)?),
+        expires_at: Millis(row.get(11)?),
+        route: route(row.get(12)?)?,
+        route_changed: false,
+        falls_back: false,
     })
 }
 
@@ -149,6 +172,7 @@ pub fn message(row: &Row<'_>) -> Result<Message> {
             Some(id) => Some(parse("conversation id", id, parley_domain::ConversationId::parse)?),
             None => None,
         },
+        route: route(row.get(25)?)?,
         events: None,
     })
 }

@@ -8,8 +8,8 @@ use crate::{
     IDEMPOTENCY_TTL_MS, OutcomeKind, Result, Workspace,
 };
 use parley_domain::{
-    ApiKeyId, Direction, ErrorInfo, EventId, EventKind, InboundMessage, Message, MessageEvent, MessageId, MessageState,
-    Millis, Receipt, WorkspaceId,
+    ApiKeyId, Direction, ErrorInfo, EventId, EventKind, FallbackReason, InboundMessage, Message, MessageEvent,
+    MessageId, MessageState, Millis, Receipt, RouteDecision, WorkspaceId,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -124,7 +124,7 @@ fn insert_message(c: &Connection, m: &Message) -> Result<()> {
     let metadata = serde_json::to_string(&m.metadata).map_err(|e| crate::StoreError::Database(e.to_string()))?;
     c.prepare_cached(&format!(
         "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)"
     ))?
     .execute(params![
         m.id.to_string(),
@@ -151,7 +151,8 @@ fn insert_message(c: &Connection, m: &Message) -> Result<()> {
         m.updated_at.0,
         m.contact_id.map(|id| id.to_string()),
         m.purpose.as_ref().map(|p| p.as_str()),
-        m.conversation_id.map(|id| id.to_string())
+        m.conversation_id.map(|id| id.to_string()),
+        m.route.as_ref().map(serde_json::to_string).transpose().map_err(|e| crate::StoreError::Database(e.to_string()))?
     ])
     .map_err(write_error)?;
     Ok(())
@@ -200,6 +201,10 @@ struct EventExtra {
 /// is a state the message can advance to. A failure that is applied sets the message's error to
 /// the event's: the error that ended the message. `updated_at` never goes back. The caller saves
 /// `m` with [`write_progress`].
+///
+/// On a route (see `parley_domain::route`), a failure of a step that has a next one is recorded
+/// without ending the message: the step keeps the error and the dispatch job comes due now, to
+/// move on. A `fallback` event puts the message back to `queued`, on its next step.
 fn append_event(
     c: &Connection,
     m: &mut Progress,
@@ -208,7 +213,27 @@ fn append_event(
     now: Millis,
     extra: EventExtra,
 ) -> Result<bool> {
-    let applied = !extra.never_applied && kind.state().is_some_and(|s| m.status.can_advance_to(s));
+    let mut applied = !extra.never_applied && kind.state().is_some_and(|s| m.status.can_advance_to(s));
+    let mut details = extra.details;
+    let step_failed = applied
+        && matches!(kind, EventKind::Failed | EventKind::Undelivered)
+        && m.route.as_ref().is_some_and(|r| r.falls_back_on_failure());
+    if step_failed && let Some(route) = m.route.as_mut() {
+        applied = false;
+        route.step_failed(extra.error.clone());
+        details = Some(crate::route::step_details(details, route.current_step, true));
+        m.route_changed = true;
+        m.falls_back = true;
+        c.prepare_cached(
+            "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL WHERE message_id = ?1",
+        )?
+        .execute(params![m.id.to_string(), now.0])?;
+    } else if let Some(route) = m.route.as_ref().filter(|_| kind != EventKind::Fallback) {
+        details = Some(crate::route::step_details(details, route.current_step, false));
+    }
+    if kind == EventKind::Fallback {
+        applied = true;
+    }
     m.sequence += 1;
     let event = MessageEvent {
         id: EventId::new(),
@@ -222,10 +247,13 @@ fn append_event(
         provider_message_id: extra.provider_message_id,
         error: extra.error.clone(),
         retry_at: extra.retry_at,
-        details: extra.details,
+        details,
     };
     insert_event(c, m.workspace_id, &event)?;
-    if let (true, Some(state)) = (applied, kind.state()) {
+    if kind == EventKind::Fallback {
+        m.status = MessageState::Queued;
+        m.error = None;
+    } else if let (true, Some(state)) = (applied, kind.state()) {
         m.status = state;
         if state.is_failure() {
             m.error = extra.error;
@@ -260,6 +288,12 @@ fn write_progress(c: &Connection, m: &Progress, with_provider_id: bool) -> Resul
         WITHOUT
     };
     c.prepare_cached(sql)?.execute(values.as_slice())?;
+    if m.route_changed
+        && let Some(route) = &m.route
+    {
+        c.prepare_cached("UPDATE messages SET route = ?2 WHERE id = ?1")?
+            .execute(params![id, crate::route::to_json(route)?])?;
+    }
     Ok(())
 }
 
@@ -394,8 +428,29 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
     };
     let lease_until = now.plus_millis(lease_ms);
     let mut batch = ClaimBatch::default();
-    for (mut m, previous_attempt) in due {
+    for (mut m, mut previous_attempt) in due {
         let id = m.id;
+        if let Some(route) = &m.route {
+            match route.decide(m.status, now, m.expires_at) {
+                RouteDecision::Send => {}
+                RouteDecision::Settled => {
+                    delete_job(c, id)?;
+                    continue;
+                }
+                RouteDecision::WaitUntil(at) => {
+                    c.prepare_cached(
+                        "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL \
+                         WHERE message_id = ?1",
+                    )?
+                    .execute(params![id.to_string(), at.0])?;
+                    continue;
+                }
+                RouteDecision::FallBack(reason) => {
+                    fall_back(c, &mut m, reason, now)?;
+                    previous_attempt = 0;
+                }
+            }
+        }
         if m.status.is_final() || matches!(m.status, MessageState::Sent | MessageState::Delivered) {
             delete_job(c, id)?;
             continue;
@@ -443,6 +498,82 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
     Ok(batch)
 }
 
+/// Move a routed message from its current step to the next (see `parley_domain::route`): record
+/// the `fallback` event, keep the left step's provider ids (and its parts') for late receipts, and
+/// point the message and its job at the next step's channel, account and address.
+fn fall_back(c: &Connection, m: &mut Message, reason: FallbackReason, now: Millis) -> Result<()> {
+    let Some(route) = m.route.as_mut() else { return Ok(()) };
+    let left = route.current_step;
+    let details = route.advance(reason, now);
+    let id = m.id.to_string();
+    if let Some(provider_id) = &m.provider_message_id {
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO superseded_sends (channel_account_id, provider_message_id, message_id, step) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![m.channel_account_id.to_string(), provider_id, id, left])?;
+    }
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO superseded_sends (channel_account_id, provider_message_id, message_id, step) \
+         SELECT channel_account_id, provider_message_id, message_id, ?2 FROM message_parts WHERE message_id = ?1",
+    )?
+    .execute(params![id, left])?;
+    c.prepare_cached("DELETE FROM message_parts WHERE message_id = ?1")?.execute([&id])?;
+    let step = route.step().clone();
+    m.channel = step.channel;
+    m.channel_account_id = step.channel_account_id;
+    m.to = step.to;
+    m.provider_message_id = None;
+    m.attempts = 0;
+    let mut progress = Progress::of(m);
+    append_event(
+        c,
+        &mut progress,
+        EventKind::Fallback,
+        now,
+        now,
+        EventExtra { details: Some(details), ..Default::default() },
+    )?;
+    write_progress(c, &progress, true)?;
+    progress.apply_to(m);
+    c.prepare_cached(
+        "UPDATE messages SET channel = ?2, channel_account_id = ?3, to_address = ?4, route = ?5 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        m.channel.as_str(),
+        m.channel_account_id.to_string(),
+        m.to,
+        m.route.as_ref().map(crate::route::to_json).transpose()?
+    ])?;
+    c.prepare_cached("UPDATE dispatch_jobs SET channel_account_id = ?2, attempt = 0 WHERE message_id = ?1")?
+        .execute(params![id, m.channel_account_id.to_string()])?;
+    Ok(())
+}
+
+/// After a `sent` outcome: the job of a routed message with a step after this one stays, due when
+/// the step must be looked at again (its stored fallback timer); any other job is done.
+fn settle_sent_job(c: &Connection, m: &mut Progress, provider_message_id: &str, at: Millis) -> Result<()> {
+    let watch = match m.route.as_mut() {
+        Some(route) => {
+            m.route_changed = true;
+            route.sent(provider_message_id, at, m.expires_at)
+        }
+        None => None,
+    };
+    match watch {
+        Some(due) => {
+            c.prepare_cached(
+                "UPDATE dispatch_jobs SET due_at = ?2, lease_owner = NULL, lease_until = NULL, attempt = 0 \
+                 WHERE message_id = ?1",
+            )?
+            .execute(params![m.id.to_string(), due.0])?;
+            Ok(())
+        }
+        None => delete_job(c, m.id),
+    }
+}
+
 pub fn expired_error() -> ErrorInfo {
     ErrorInfo {
         code: "validity_expired".into(),
@@ -473,7 +604,7 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                 if applied {
                     m.error = None;
                 }
-                delete_job(c, o.message_id)?;
+                settle_sent_job(c, &mut m, provider_message_id, o.at)?;
                 if let Some(parts) = parts::of_outcome(part_ids) {
                     insert_parts(c, &m, &parts)?;
                 }
@@ -509,7 +640,10 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                     o.at,
                     EventExtra { attempt, error: Some(error.clone()), ..Default::default() },
                 )?;
-                delete_job(c, o.message_id)?;
+                // A step with a next one leaves its job to move on (due now).
+                if !m.falls_back {
+                    delete_job(c, o.message_id)?;
+                }
             }
             OutcomeKind::Release { due_at } => {
                 let released = c
@@ -709,6 +843,33 @@ fn find_by_provider_id(c: &Connection, r: &Receipt) -> Result<Option<Progress>> 
     found.next()?.map(rows::progress).transpose()
 }
 
+/// A receipt for a route step that its message has left: recorded on the message, never applied
+/// (the message has moved on; the customer is not messaged again for it). `false` when the
+/// receipt is not for such a step.
+fn apply_superseded_receipt(c: &Connection, r: &Receipt, now: Millis) -> Result<bool> {
+    let found: Option<(String, i64)> = c
+        .prepare_cached(
+            "SELECT message_id, step FROM superseded_sends WHERE channel_account_id = ?1 AND provider_message_id = ?2",
+        )?
+        .query_row(params![r.channel_account_id.to_string(), r.provider_message_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let Some((id, step)) = found else { return Ok(false) };
+    let id = MessageId::parse(&id).map_err(|_| rows::corrupt("message id", &id))?;
+    let Some(mut m) = load_progress(c, id)? else { return Ok(false) };
+    let extra = EventExtra {
+        provider_message_id: Some(r.provider_message_id.clone()),
+        error: r.error.clone(),
+        details: Some(crate::route::superseded_details(r.details.clone(), step)),
+        never_applied: true,
+        ..Default::default()
+    };
+    append_event(c, &mut m, EventKind::from(r.state), r.occurred_at, now, extra)?;
+    write_progress(c, &m, false)?;
+    Ok(true)
+}
+
 pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Result<()> {
     for r in receipts {
         // A part of a multi-part message (its first part's id is the message's provider id too).
@@ -724,6 +885,7 @@ pub fn record_receipts(c: &Connection, receipts: &[Receipt], now: Millis) -> Res
                 apply_receipt(c, &mut m, r, now)?;
                 write_progress(c, &m, false)?;
             }
+            None if apply_superseded_receipt(c, r, now)? => {}
             None => {
                 c.prepare_cached(
                     "INSERT INTO pending_receipts (channel_account_id, provider_message_id, state, occurred_at, \
@@ -792,6 +954,7 @@ pub fn record_inbound(c: &Connection, inbound: &[InboundMessage], conversation_i
             sequence: 1,
             created_at: now,
             updated_at: now,
+            route: None,
             events: None,
         };
         super::conversations::join(c, &mut m, conversation_idle_ms)?;

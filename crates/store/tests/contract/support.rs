@@ -238,6 +238,7 @@ pub fn outbound_at(
             sequence: 2,
             created_at: now,
             updated_at: now,
+            route: None,
             events: None,
         },
         events: vec![event(id, 1, EventKind::Accepted, now), event(id, 2, second, now)],

@@ -163,3 +163,23 @@ async fn out_of_order_number_sends_a_late_sent_receipt() {
         assert!(got.iter().all(|g| g.2 >= sent_at));
     }
 }
+
+#[tokio::test]
+async fn every_send_makes_any_recipient_behave_like_a_magic_number() {
+    let config = |every_send| SandboxConfig { every_send, receipt_latency_ms: 0, ..SandboxConfig::default() };
+    let rig = rig(Channel::Whatsapp, config(EverySend::PermanentFailure));
+    let id = MessageId::new();
+    let result = rig.sandbox.send(&request(Channel::Whatsapp, "+12025550150", 1, id)).await;
+    assert!(
+        matches!(result, SendResult::Permanent { ref error } if error.code == "sandbox:permanent_failure"),
+        "{result:?}"
+    );
+    assert_eq!(rig.ledger.count_for(&id), 0);
+
+    let mut rig =
+        rig_with(Channel::Whatsapp, config(EverySend::Undeliverable), Arc::new(SubmissionLedger::in_memory()));
+    let result = rig.sandbox.send(&request(Channel::Whatsapp, "+12025550150", 1, id)).await;
+    assert!(matches!(result, SendResult::Accepted { .. }), "{result:?}");
+    let receipt = tokio::time::timeout(Duration::from_secs(5), rig.receipts.recv()).await.unwrap().unwrap();
+    assert_eq!(receipt.state, MessageState::Undelivered);
+}

@@ -16,20 +16,26 @@ struct Rig {
     ledger: Arc<SubmissionLedger>,
 }
 
+/// The sandbox account of these tests: the same across "restarts" (a new rig on the same ledger).
+fn account() -> ChannelAccountId {
+    static ACCOUNT: std::sync::LazyLock<ChannelAccountId> = std::sync::LazyLock::new(ChannelAccountId::new);
+    *ACCOUNT
+}
+
 fn rig(channel: Channel, config: SandboxConfig) -> Rig {
     rig_with(channel, config, Arc::new(SubmissionLedger::in_memory()))
 }
 
 fn rig_with(channel: Channel, config: SandboxConfig, ledger: Arc<SubmissionLedger>) -> Rig {
     let (events, receipts, inbound) = ProviderEvents::channel();
-    let sandbox = Arc::new(SandboxConnector::new(ChannelAccountId::new(), channel, config, events, ledger.clone()));
+    let sandbox = Arc::new(SandboxConnector::new(account(), channel, config, events, ledger.clone()));
     Rig { sandbox, receipts, inbound, ledger }
 }
 
 fn request(channel: Channel, to: &str, attempt: i32, message_id: MessageId) -> OutboundRequest {
     OutboundRequest {
         message_id,
-        channel_account_id: ChannelAccountId::new(),
+        channel_account_id: account(),
         attempt,
         channel,
         to: to.into(),
