@@ -216,10 +216,23 @@ impl Engine {
     ) -> Result<(NewOutbound, Option<PolicyError>)> {
         let mut spec = spec;
         let mut routing = None;
+        let mut auto_details = None;
         if spec.auto_channel {
-            let (channel, details) = self.choose_channel(workspace, &spec).await?;
-            spec.channel = channel;
-            routing = Some(details);
+            let (channels, details) = self.choose_channels(workspace, &spec).await?;
+            spec.channel = channels[0];
+            if channels.len() > 1 {
+                let last = channels.len() - 1;
+                let steps = channels.iter().enumerate().map(|(i, channel)| RouteStepSpec {
+                    channel: *channel,
+                    channel_account_id: None,
+                    content: None,
+                    move_on: (i < last).then_some(parley_domain::MoveOn::Failed {}),
+                });
+                spec.route = Some(steps.collect());
+                auto_details = Some(details);
+            } else {
+                routing = Some(details);
+            }
         }
         let policy = match policy {
             None => None,
@@ -234,7 +247,14 @@ impl Engine {
         let (account_id, to, contact, content) = match spec.route.take() {
             Some(steps) => {
                 let planned = self.plan_route(workspace, &spec, steps, now, send_at, policy).await?;
-                routing = Some(planned.details);
+                routing = Some(match auto_details.take() {
+                    // Automatic routing says how it chose; the route adds the steps it left out.
+                    Some(mut auto) => {
+                        auto["routing"]["left_out"] = planned.details["routing"]["left_out"].clone();
+                        auto
+                    }
+                    None => planned.details,
+                });
                 match planned.outcome {
                     Ok((planned_route, hold)) => {
                         send_at = hold.or(send_at);

@@ -4,7 +4,8 @@
 //! chat. A channel is passed over when the contact has no address on it, the content cannot be
 //! sent on it, the workspace has no account for it, or (WhatsApp, free-form content) the
 //! customer's last message to the account is more than 24 hours old. The first one left is used,
-//! and the message's `accepted` event says which and why the others were passed over.
+//! and the message's `accepted` event says which and why the channels before it were passed over;
+//! the channels left after it become its fallback route, each step moving on when it fails.
 //!
 //! An explicit `route` lists the steps itself (see `parley_domain::route`); [`Engine::plan_route`]
 //! resolves each step's account and address and applies the messaging policy to each: a step the
@@ -34,14 +35,22 @@ pub(crate) struct PlannedRoute {
 const DEFAULT_ORDER: [Channel; 4] = [Channel::Whatsapp, Channel::Rcs, Channel::Sms, Channel::Webchat];
 
 impl Engine {
-    /// The channel an automatically routed send goes on, and the `details` of its `accepted`
-    /// event (`{"routing": {"mode": "auto", "channel": …, "passed_over": {channel: reason}}}`).
-    pub(crate) async fn choose_channel(&self, workspace: WorkspaceId, spec: &SendSpec) -> Result<(Channel, Value)> {
+    /// The channels an automatically routed send may go on, best first, and the `details` of its
+    /// `accepted` event (`{"routing": {"mode": "auto", "channel": …, "passed_over": {channel:
+    /// reason}}}`, plus `"fallback": [channels]` when there is more than one). The send goes on the
+    /// first; the others become its fallback route, each moving on when the one before fails (an
+    /// RCS step fails with `rcs_unreachable` for a number without RCS).
+    pub(crate) async fn choose_channels(
+        &self,
+        workspace: WorkspaceId,
+        spec: &SendSpec,
+    ) -> Result<(Vec<Channel>, Value)> {
         let id = spec.contact_id.ok_or_else(|| PolicyError::ContactNotFound("(none given)".into()))?;
         let contact = self.contact(workspace, id).await?.ok_or_else(|| PolicyError::ContactNotFound(id.to_string()))?;
         let mut order = contact.preferred_channels.clone();
         order.extend(DEFAULT_ORDER.iter().filter(|c| !contact.preferred_channels.contains(c)));
         let mut passed_over = Map::new();
+        let mut usable = Vec::new();
         for channel in order {
             let address = contact.newest_identity(channel).map(|i| i.address.clone());
             let reason = match address {
@@ -62,16 +71,21 @@ impl Engine {
                 }
             };
             match reason {
-                Some(reason) => {
+                Some(reason) if usable.is_empty() => {
                     passed_over.insert(channel.as_str().to_string(), Value::from(reason));
                 }
-                None => {
-                    let details = json!({"routing": {"mode": "auto", "channel": channel, "passed_over": passed_over}});
-                    return Ok((channel, details));
-                }
+                Some(_) => {}
+                None => usable.push(channel),
             }
         }
-        Err(PolicyError::NoRoute { contact: id, passed_over }.into())
+        let Some(first) = usable.first() else {
+            return Err(PolicyError::NoRoute { contact: id, passed_over }.into());
+        };
+        let mut details = json!({"routing": {"mode": "auto", "channel": first, "passed_over": passed_over}});
+        if usable.len() > 1 {
+            details["routing"]["fallback"] = json!(usable[1..]);
+        }
+        Ok((usable, details))
     }
 }
 

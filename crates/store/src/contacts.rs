@@ -7,6 +7,11 @@
 //! (by id, by its first identity, or a new one) and the owners of the identities it names, then
 //! the rules below ([`resolve_target`], [`apply_write`]) decide the new record inside the same
 //! transaction, so concurrent changes never lose one another and a refused change writes nothing.
+//!
+//! Every change is announced in its transaction by a workspace event: `contact.created` (a new or
+//! revived contact) and `contact.updated` with the contact as the API shows it afterwards
+//! ([`Contact::resource`]), `contact.merged` with the two ids, `contact.deleted` with the id only.
+//! A write that changes nothing announces nothing.
 
 use crate::Result;
 use async_trait::async_trait;
@@ -75,6 +80,39 @@ impl Contact {
             created_at: now,
             updated_at: now,
         }
+    }
+
+    /// The contact as the API shows it (`GET /v1/contacts/{id}`): what `contact.created` and
+    /// `contact.updated` events carry as `data.contact`. A deleted contact's personal data is not
+    /// in it (nor in any event after its deletion: `contact.deleted` carries its id only).
+    pub fn resource(&self) -> Value {
+        let identities: Vec<Value> = self
+            .identities
+            .iter()
+            .zip(&self.identity_created_at)
+            .map(|(i, at)| {
+                serde_json::json!({
+                    "channel": i.channel.as_str(),
+                    "address": i.address,
+                    "identity": i.to_string(),
+                    "created_at": at,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "locale": self.locale,
+            "time_zone": self.time_zone,
+            "time_zone_source": self.time_zone_source,
+            "attributes": self.attributes,
+            "tags": self.tags,
+            "preferred_channels": self.preferred_channels.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "identities": identities,
+            "merged_into": self.merged_into,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
     }
 
     /// Put the identities in the order the store reads them back: by the time they were
@@ -464,6 +502,43 @@ pub(crate) fn tombstone(absorbed: &Contact, survivor: ContactId, now: Millis) ->
 /// The deleted contact `contact` becomes.
 pub(crate) fn erased(contact: &Contact, now: Millis) -> Contact {
     Contact { deleted_at: Some(now), updated_at: now, ..contact.wiped() }
+}
+
+/// The workspace event of a write that changed a contact (`contact.created` for a new or revived
+/// contact, `contact.updated` otherwise) with the contact as the API shows it afterwards, recorded
+/// in the transaction of the write. `None` for an outcome that wrote nothing.
+pub(crate) fn write_event(outcome: &ContactWriteOutcome, at: Millis) -> Option<crate::WorkspaceEvent> {
+    let (verb, contact) = match outcome {
+        ContactWriteOutcome::Created(c) => ("created", c),
+        ContactWriteOutcome::Updated(c) => ("updated", c),
+        _ => return None,
+    };
+    Some(contact_event(contact.workspace_id, verb, serde_json::json!({ "contact": contact.resource() }), at))
+}
+
+/// `contact.merged`: the survivor's id and the absorbed contact's (now a tombstone).
+pub(crate) fn merged_event(
+    workspace: WorkspaceId,
+    survivor: ContactId,
+    absorbed: ContactId,
+    at: Millis,
+) -> crate::WorkspaceEvent {
+    contact_event(workspace, "merged", serde_json::json!({ "survivor_id": survivor, "absorbed_id": absorbed }), at)
+}
+
+/// `contact.deleted`: the contact's id and nothing else (its personal data is erased).
+pub(crate) fn deleted_event(workspace: WorkspaceId, id: ContactId, at: Millis) -> crate::WorkspaceEvent {
+    contact_event(workspace, "deleted", serde_json::json!({ "contact_id": id }), at)
+}
+
+fn contact_event(workspace: WorkspaceId, verb: &str, data: Value, at: Millis) -> crate::WorkspaceEvent {
+    crate::WorkspaceEvent {
+        id: parley_domain::EventId::new(),
+        workspace_id: workspace,
+        event_type: format!("contact.{verb}"),
+        data,
+        created_at: at,
+    }
 }
 
 /// JSON of the stored columns.

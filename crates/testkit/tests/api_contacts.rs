@@ -1,15 +1,17 @@
 //! The contacts API through the real server, on both backends: identities normalised and owned
 //! by one contact, merge patches, upsert by identity, merge with its tombstone, erasure that
 //! keeps identities reserved, search with cursors, tenancy, and bulk import (CSV and NDJSON) with
-//! per-row errors and idempotent re-runs.
+//! per-row errors and idempotent re-runs; every change announced as a `contact.*` event.
 
 mod common;
 
 use common::*;
 use parley_domain::{Channel, ContactId};
-use parley_testkit::{Backend, TestApp, on_both_backends};
+use parley_testkit::receiver::{Received, Receiver};
+use parley_testkit::{Backend, TestApp, on_both_backends, webhook_test_config};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 on_both_backends!(
     contacts_are_created_with_normalised_identities_and_a_guessed_zone,
@@ -24,6 +26,7 @@ on_both_backends!(
     csv_import_reports_bad_rows_and_reruns_change_nothing,
     ndjson_import_and_refused_files,
     ensure_contact_is_safe_under_concurrency,
+    contact_changes_reach_webhooks_as_contact_events,
 );
 
 async fn create(app: &TestApp, body: Value) -> Value {
@@ -538,6 +541,108 @@ async fn ensure_contact_is_safe_under_concurrency(backend: Backend) {
     let again = app.engine.ensure_contact(app.workspace_id, Channel::Whatsapp, "+4915112345678").await.unwrap();
     assert_eq!(again, c);
     assert!(app.engine.ensure_contact(app.workspace_id, Channel::Sms, "12").await.is_err());
+}
+
+async fn contact_changes_reach_webhooks_as_contact_events(backend: Backend) {
+    let Some(app) = TestApp::start_with(backend, webhook_test_config).await else { return };
+    let receiver = Receiver::start().await;
+    let endpoint =
+        post(&app, "/v1/webhook-endpoints", &json!({"url": receiver.url("/c"), "event_types": ["contact.*"]})).await;
+    assert_eq!(endpoint.status, 201, "{endpoint}");
+    let secret = endpoint["secret"].as_str().unwrap().to_string();
+
+    // Create and patch; a patch that changes nothing says nothing.
+    let ada = create(
+        &app,
+        json!({"name": "Ada", "identities": ["sms:+4915112345678"], "tags": ["vip"], "attributes": {"plan": "gold"}}),
+    )
+    .await;
+    let ada_id = ada["id"].as_str().unwrap().to_string();
+    let ada_path = format!("/v1/contacts/{ada_id}");
+    let patched = patch(&app, &ada_path, &json!({"name": "Ada L.", "locale": "en"})).await;
+    assert_eq!(patched.status, 200, "{patched}");
+    assert_eq!(patch(&app, &ada_path, &json!({"name": "Ada L."})).await.status, 200);
+    // Upsert by identity: created, then updated, then unchanged.
+    let bob_path = "/v1/contacts/by-identity/whatsapp/%2B4915100000001";
+    let bob = put(&app, bob_path, Some(&json!({"name": "Bob"}))).await;
+    assert_eq!(bob.status, 201, "{bob}");
+    let bob_id = bob["id"].as_str().unwrap().to_string();
+    let bob_tagged = put(&app, bob_path, Some(&json!({"tags": ["lead"]}))).await;
+    assert_eq!(bob_tagged.status, 200, "{bob_tagged}");
+    assert_eq!(put(&app, bob_path, Some(&json!({"tags": ["lead"]}))).await.status, 200);
+    // An import: one row creates, one changes, one changes nothing.
+    let file = "sms,whatsapp,webchat,name\n,,visitor_9,Carol\n,+4915100000001,,Bobby\n+4915112345678,,,Ada L.\n";
+    let imported = import(&app, "text/csv", file).await;
+    assert_eq!(
+        (imported["created"].as_u64(), imported["updated"].as_u64(), imported["unchanged"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{imported}"
+    );
+    // The sender of an inbound message becomes a contact.
+    let accounts = get(&app, "/v1/channel-accounts").await;
+    let sms = accounts["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["channel"] == "sms" && a["is_default"] == true))
+        .and_then(|a| a["id"].as_str())
+        .expect("the default sms account")
+        .to_string();
+    let inbound = post(
+        &app,
+        &format!("/v1/channel-accounts/{sms}/simulate-inbound"),
+        &json!({"from": "+4915199999999", "content": {"type": "text", "text": "Hello"}}),
+    )
+    .await;
+    assert_eq!(inbound.status, 201, "{inbound}");
+    let sender = inbound["contact_id"].as_str().expect("the sender's contact").to_string();
+    // Merge Bob into Ada, then delete Ada.
+    let merged = post(&app, &format!("{ada_path}/merge"), &json!({"contact_id": bob_id})).await;
+    assert_eq!(merged.status, 200, "{merged}");
+    assert_eq!(call(&app, Method::DELETE, &ada_path, None).await.status, 204);
+
+    let expected = [
+        "contact.created",
+        "contact.updated",
+        "contact.created",
+        "contact.updated",
+        "contact.created",
+        "contact.updated",
+        "contact.created",
+        "contact.merged",
+        "contact.deleted",
+    ];
+    let mut received =
+        receiver.wait_until(Duration::from_secs(10), "9 contact events", |r| r.len() >= expected.len()).await;
+    // Nothing more comes (a write that changed nothing announced nothing).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), expected.len());
+    // Deliveries may overlap; event ids grow with time, so they give the order of the changes.
+    received.sort_by_key(|r| r.webhook_id.clone());
+    let events: Vec<Value> = received.iter().map(Received::json).collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, expected, "{events:#?}");
+    for (r, e) in received.iter().zip(&events) {
+        assert!(r.signed_with(&secret));
+        assert_eq!(e["workspace_id"], app.workspace_id.to_string());
+    }
+    // Created and updated carry the contact as the API answered it.
+    assert_eq!(events[0]["data"], json!({"contact": ada}));
+    assert_eq!(events[1]["data"], json!({"contact": patched.json}));
+    assert_eq!(events[2]["data"], json!({"contact": bob.json}));
+    assert_eq!(events[3]["data"], json!({"contact": bob_tagged.json}));
+    let carol = get(&app, "/v1/contacts?identity=webchat:visitor_9").await;
+    assert_eq!(events[4]["data"], json!({"contact": carol["data"][0]}));
+    assert_eq!(events[5]["data"]["contact"]["id"], bob_id.as_str());
+    assert_eq!(events[5]["data"]["contact"]["name"], "Bobby");
+    assert_eq!(events[6]["data"]["contact"]["id"], sender.as_str());
+    assert_eq!(events[6]["data"]["contact"]["identities"][0]["identity"], "sms:+4915199999999");
+    assert_eq!(events[7]["data"], json!({"survivor_id": ada_id, "absorbed_id": bob_id}));
+    // The deletion names the contact and nothing else.
+    assert_eq!(events[8]["data"], json!({"contact_id": ada_id}));
+    let body = String::from_utf8(received[8].body.clone()).unwrap();
+    for personal in ["Ada", "+4915112345678", "4915100000001", "vip", "gold", "Europe/Berlin"] {
+        assert!(!body.contains(personal), "{personal} in {body}");
+    }
+    app.finish().await;
 }
 
 /// 100,000 contacts from one CSV file on SQLite, through the HTTP API in parts of 5,000 rows as

@@ -18,6 +18,8 @@ on_both_backends!(
     not_delivered_within_60_seconds_falls_back_once_and_a_late_receipt_changes_nothing,
     a_fallback_wait_survives_a_restart,
     a_route_to_a_contact_uses_each_channels_identity,
+    a_step_the_policy_refuses_is_left_out,
+    auto_falls_back_across_the_contacts_channels,
     bad_routes_are_refused_and_nothing_is_stored,
 );
 
@@ -228,6 +230,66 @@ async fn a_route_to_a_contact_uses_each_channels_identity(backend: Backend) {
     let body = json!({"contact_id": contact.json["id"], "content": {"type": "text", "text": "hi"},
         "route": [{"channel": "sms"}, {"channel": "rcs"}]});
     post(&app, "/v1/messages", &body).await.problem(422, "route_step_unreachable").names("route[1]");
+    app.finish().await;
+}
+
+async fn a_step_the_policy_refuses_is_left_out(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let contact =
+        post(&app, "/v1/contacts", &json!({"identities": ["whatsapp:+4915123456789", "sms:+4915123456789"]})).await;
+    // Nobody wrote on WhatsApp: free-form text there is refused, so the route starts on SMS.
+    let body = json!({"contact_id": contact.json["id"], "content": {"type": "text", "text": "Hello"},
+        "route": [{"channel": "whatsapp"}, {"channel": "sms"}]});
+    let m = send(&app, &body).await;
+    assert_eq!((m.json_str("channel"), m.json_str("status")), ("sms", "queued"));
+    assert_eq!(m["route"]["steps"].as_array().map(Vec::len), Some(1));
+    let id = id_of(&m);
+    let routing = event(&message(&app, &id).await, "accepted", 0)["details"]["routing"].clone();
+    assert_eq!(routing["left_out"], json!([{"step": 0, "channel": "whatsapp", "reason": "whatsapp_window_closed"}]));
+    app.wait_for_status(&id, &["delivered"], WAIT).await;
+    app.finish().await;
+}
+
+async fn auto_falls_back_across_the_contacts_channels(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let accounts = get(&app, "/v1/channel-accounts").await.json;
+    let whatsapp = accounts["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["channel"] == "whatsapp" && a["is_default"] == true))
+        .and_then(|a| a["id"].as_str())
+        .expect("the default WhatsApp account")
+        .to_string();
+    let number = "+4915123456789";
+    let contact =
+        post(&app, "/v1/contacts", &json!({"identities": [format!("whatsapp:{number}"), format!("sms:{number}")]}))
+            .await;
+    // The customer writes on WhatsApp (the window opens), then WhatsApp goes down.
+    let inbound = post(
+        &app,
+        &format!("/v1/channel-accounts/{whatsapp}/simulate-inbound"),
+        &json!({"from": number, "content": {"type": "text", "text": "Where is my order?"}}),
+    )
+    .await;
+    assert_eq!(inbound.status, 201, "{inbound}");
+    let down = call(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/channel-accounts/{whatsapp}"),
+        Some(&json!({"config": {"every_send": "permanent_failure"}})),
+    )
+    .await;
+    assert_eq!(down.status, 200, "{down}");
+
+    let body =
+        json!({"contact_id": contact.json["id"], "channel": "auto", "content": {"type": "text", "text": "On its way"}});
+    let m = send(&app, &body).await;
+    assert_eq!(m.json_str("channel"), "whatsapp");
+    let id = id_of(&m);
+    let routing = event(&message(&app, &id).await, "accepted", 0)["details"]["routing"].clone();
+    assert_eq!((routing["mode"].as_str(), routing["fallback"].clone()), (Some("auto"), json!(["sms"])));
+    let done = app.wait_for_status(&id, &["delivered"], WAIT).await;
+    assert_eq!((done.json_str("channel"), done["route"]["steps"][0]["moved_on"].as_str()), ("sms", Some("failed")));
+    assert_eq!(ledger_count(&app, &id), 1, "only SMS took it");
     app.finish().await;
 }
 

@@ -9,11 +9,15 @@
 use parley_domain::EventKind;
 
 /// Event types about the workspace rather than one message, known today.
-pub const WORKSPACE_EVENT_TYPES: [&str; 6] = [
+pub const WORKSPACE_EVENT_TYPES: [&str; 10] = [
     "endpoint.disabled",
     "conversation.opened",
     "conversation.assigned",
     "conversation.closed",
+    "contact.created",
+    "contact.updated",
+    "contact.merged",
+    "contact.deleted",
     "contact.opted_out",
     "contact.opted_in",
 ];

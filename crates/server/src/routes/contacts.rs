@@ -505,3 +505,30 @@ async fn import_contacts(
     let report = state.engine.import_contacts(auth.workspace(), format, &body, query.first_row).await?;
     Ok(axum::Json(report.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_domain::WorkspaceId;
+
+    /// Contact events carry the contact as this resource shows it (`Contact::resource`, built
+    /// in the store, which knows nothing of the API's types): the two must not drift apart.
+    #[test]
+    fn events_show_the_contact_as_the_api_does() {
+        let mut c = Contact::new(WorkspaceId::new(), Millis(1_700_000_000_123));
+        c.name = Some("Ada".into());
+        c.locale = Some("pt-BR".into());
+        c.time_zone = Some("Europe/Berlin".into());
+        c.time_zone_source = Some(TimeZoneSource::Guessed);
+        c.attributes = serde_json::from_str(r#"{"plan": "gold", "seats": 3, "a": {"b": null}}"#).unwrap();
+        c.tags = vec!["vip".into(), "beta".into()];
+        c.preferred_channels = vec![Channel::Whatsapp, Channel::Sms];
+        c.identities = vec![Identity::parse("sms:+4915112345678").unwrap(), Identity::parse("webchat:v1").unwrap()];
+        c.identity_created_at = vec![Millis(1_700_000_000_123), Millis(1_700_000_000_456)];
+        c.updated_at = Millis(1_700_000_000_789);
+        assert_eq!(serde_json::to_value(ContactResource::from(c.clone())).unwrap(), c.resource());
+        let tombstone =
+            Contact { merged_into: Some(ContactId::new()), identities: vec![], identity_created_at: vec![], ..c };
+        assert_eq!(serde_json::to_value(ContactResource::from(tombstone.clone())).unwrap(), tombstone.resource());
+    }
+}

@@ -4,12 +4,16 @@
 //! target's row) and its changes see no other writer in between: two callers with the same new
 //! identity are applied one after the other, and the second finds the first's contact. Like every
 //! write here they may run twice and depend on nothing but the database and their arguments.
+//!
+//! Each change is announced by its workspace event (`contact.created`, `.updated`, `.merged`,
+//! `.deleted`), recorded in the same transaction right after the change.
 
 use super::SqliteStore;
 use super::rows::corrupt;
+use super::webhooks::insert_workspace_event;
 use crate::contacts::{
-    apply_write, attribute_path, channels_json, erased, merged, parse_channels, parse_object, parse_tags,
-    phone_siblings, resolve_target, tombstone, write_identities,
+    apply_write, attribute_path, channels_json, deleted_event, erased, merged, merged_event, parse_channels,
+    parse_object, parse_tags, phone_siblings, resolve_target, tombstone, write_event, write_identities,
 };
 use crate::{
     Contact, ContactChange, ContactFilter, ContactStore, ContactTarget, ContactWrite, ContactWriteOutcome,
@@ -198,11 +202,15 @@ fn write_one(
         return Ok(ContactWriteOutcome::Unchanged(Box::new(next)));
     }
     save(conn, &next, current.as_ref())?;
-    Ok(if created {
+    let outcome = if created {
         ContactWriteOutcome::Created(Box::new(next))
     } else {
         ContactWriteOutcome::Updated(Box::new(next))
-    })
+    };
+    if let Some(event) = write_event(&outcome, now) {
+        insert_workspace_event(conn, &event)?;
+    }
+    Ok(outcome)
 }
 
 fn merge(
@@ -236,6 +244,8 @@ fn merge(
         .execute(params![into_id, ws, from_id])?;
     conn.prepare_cached("UPDATE consents SET contact_id = ?1 WHERE workspace_id = ?2 AND contact_id = ?3")?
         .execute(params![into_id, ws, from_id])?;
+    // Announced before what follows from it (the conversations' events), as on PostgreSQL.
+    insert_workspace_event(conn, &merged_event(workspace, survivor, absorbed, now))?;
     // The absorbed contact's conversations follow it (the conversations' own rule).
     super::conversations::on_contacts_merged(conn, workspace, absorbed, survivor, now)?;
     Ok(MergeOutcome::Merged(Box::new(next)))
@@ -343,6 +353,7 @@ impl ContactStore for SqliteStore {
         self.write(move |c| match load(c, workspace, id)?.filter(Contact::is_live) {
             Some(contact) => {
                 save(c, &erased(&contact, now), Some(&contact))?;
+                insert_workspace_event(c, &deleted_event(workspace, id, now))?;
                 Ok(true)
             }
             None => Ok(false),

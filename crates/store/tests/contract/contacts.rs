@@ -1,10 +1,12 @@
 //! Contacts: identities owned by one contact, upserts and their outcomes, erasure that keeps
-//! identities reserved, and merges that re-point messages and consents.
+//! identities reserved, and merges that re-point messages and consents; each change announced by
+//! its `contact.*` event in the feed.
 
 use crate::support::*;
 use parley_domain::policy::{ChannelScope, Consent, ConsentSource, ConsentStatus, PurposeScope};
 use parley_domain::{ConsentId, Identity, TimeZoneSource};
-use parley_store::{ContactChange, ContactTarget, ContactWrite, ContactWriteOutcome, MergeOutcome};
+use parley_store::{ContactChange, ContactTarget, ContactWrite, ContactWriteOutcome, FeedItem, MergeOutcome};
+use serde_json::{Value, json};
 
 fn ident(s: &str) -> Identity {
     Identity::parse(s).unwrap()
@@ -19,6 +21,25 @@ fn upsert(identities: &[&str], name: Option<&str>) -> ContactWrite {
             ..Default::default()
         },
     }
+}
+
+/// The workspace's `contact.*` events after feed position `after`, in feed order: (position,
+/// type, data).
+async fn contact_events(f: &Fixture, workspace: WorkspaceId, after: i64) -> Vec<(i64, String, Value)> {
+    let feed = f.store.events_after(workspace, after, 1000).await.unwrap();
+    feed.into_iter()
+        .filter_map(|e| match e.item {
+            FeedItem::Workspace(w) if w.event_type.starts_with("contact.") => {
+                assert_eq!(w.workspace_id, workspace);
+                Some((e.position, w.event_type, w.data))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn types(events: &[(i64, String, Value)]) -> Vec<&str> {
+    events.iter().map(|(_, t, _)| t.as_str()).collect()
 }
 
 pub async fn upserts_find_the_owner_and_report_what_they_did(f: Fixture) {
@@ -53,6 +74,13 @@ pub async fn upserts_find_the_owner_and_report_what_they_did(f: Fixture) {
     assert_eq!(f.db.count("contact_identities").await, 2);
     let found = s.contact_by_identity(f.ws, &ident("whatsapp:+4915112345678")).await.unwrap().unwrap();
     assert_eq!(&found, with_wa.as_ref());
+    // One chunk, one event per change, in the order of the writes, with the contact afterwards.
+    let events = contact_events(&f, f.ws, 0).await;
+    assert_eq!(types(&events), ["contact.created", "contact.updated"]);
+    assert_eq!(events[0].2, json!({"contact": ada.resource()}));
+    assert_eq!(events[1].2, json!({"contact": with_wa.resource()}));
+    assert_eq!(events[1].2["contact"]["identities"][1]["identity"], "whatsapp:+4915112345678");
+    let last = events[1].0;
     // Another workspace does not see it, and may hold the same identity.
     let other = workspace(s, "other").await;
     assert!(s.contact_by_identity(other, &ident("sms:+4915112345678")).await.unwrap().is_none());
@@ -73,6 +101,19 @@ pub async fn upserts_find_the_owner_and_report_what_they_did(f: Fixture) {
     };
     let sms = s.write_contact(f.ws, upsert(&["sms:+4915100000001"], None), T0).await.unwrap();
     assert!(matches!(sms, ContactWriteOutcome::Created(c) if c.id != carol.id));
+    // Ensuring adds a phone identity (an update) or creates; finding the owner writes nothing.
+    s.ensure_contact(f.ws, &ident("rcs:+4915112345678"), T0.plus_millis(2)).await.unwrap();
+    let events = contact_events(&f, f.ws, last).await;
+    assert_eq!(
+        types(&events),
+        ["contact.updated", "contact.created", "contact.created", "contact.created"],
+        "{events:?}"
+    );
+    assert_eq!(events[0].2, json!({"contact": on_rcs.resource()}));
+    assert_eq!(events[1].2["contact"]["id"], json!(bob.id));
+    let theirs_events = contact_events(&f, other, 0).await;
+    assert_eq!(types(&theirs_events), ["contact.created"], "in their own workspace");
+    assert_eq!(theirs_events[0].2["contact"]["id"], json!(theirs.id));
 }
 
 pub async fn erased_contacts_keep_their_identities_and_revive(f: Fixture) {
@@ -103,6 +144,15 @@ pub async fn erased_contacts_keep_their_identities_and_revive(f: Fixture) {
     let revived = s.ensure_contact(f.ws, &ident("sms:+4915112345678"), T0.plus_millis(3)).await.unwrap();
     assert_eq!((revived.id, revived.deleted_at, revived.name.clone()), (ada.id, None, None));
     assert_eq!(revived.time_zone.as_deref(), Some("Europe/Berlin"));
+    // Created, deleted (its id only: nothing of what was erased), created again on revival.
+    let events = contact_events(&f, f.ws, 0).await;
+    assert_eq!(types(&events), ["contact.created", "contact.deleted", "contact.created"], "{events:?}");
+    assert_eq!(events[0].2["contact"]["name"], "Ada");
+    assert_eq!(events[1].2, json!({"contact_id": ada.id}));
+    assert_eq!(events[2].2, json!({"contact": revived.resource()}));
+    let stored = s.list_workspace_events(f.ws, 10).await.unwrap();
+    let deleted = stored.iter().find(|e| e.event_type == "contact.deleted").unwrap();
+    assert_eq!(deleted.created_at, T0.plus_millis(1));
 }
 
 pub async fn merges_repoint_messages_and_consents(f: Fixture) {
@@ -138,8 +188,17 @@ pub async fn merges_repoint_messages_and_consents(f: Fixture) {
     assert_eq!((tomb.merged_into, tomb.identities.len()), (Some(ada.id), 0));
     let owner = s.contact_by_identity(f.ws, &ident("whatsapp:+4915100000001")).await.unwrap().unwrap();
     assert_eq!(owner.id, ada.id);
+    // Two creations, the opt-out, the merge (the survivor's and the absorbed contact's ids).
+    let events = contact_events(&f, f.ws, 0).await;
+    assert_eq!(
+        types(&events),
+        ["contact.created", "contact.created", "contact.opted_out", "contact.merged"],
+        "{events:?}"
+    );
+    assert_eq!(events[3].2, json!({"survivor_id": ada.id, "absorbed_id": bob.id}));
     // Neither a tombstone nor an unknown contact can take part in another merge.
     assert_eq!(s.merge_contacts(f.ws, ada.id, bob.id, T0).await.unwrap(), MergeOutcome::NotFound(bob.id));
     let elsewhere = workspace(s, "elsewhere").await;
     assert_eq!(s.merge_contacts(elsewhere, ada.id, bob.id, T0).await.unwrap(), MergeOutcome::NotFound(ada.id));
+    assert_eq!(contact_events(&f, f.ws, 0).await.len(), 4, "a refused merge announces nothing");
 }
