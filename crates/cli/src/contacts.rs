@@ -3,7 +3,8 @@
 //! and the whole file's report at the end.
 //!
 //! Each CSV part repeats the header and says where it starts (`first_row`), so the server's row
-//! numbers are those of the whole file. A part is upserted row by row and a re-run changes
+//! numbers are those of the whole file, and names the file (`file`), which the consent records a
+//! `consent` column writes keep as evidence. A part is upserted row by row and a re-run changes
 //! nothing, so an interrupted import can simply be run again.
 
 use crate::client::Connection;
@@ -35,7 +36,8 @@ pub struct ImportArgs {
     #[command(flatten)]
     conn: Connection,
     /// The file: CSV with a header row (sms, whatsapp, rcs, webchat, phone, name, locale,
-    /// time_zone, tags, preferred_channels, attributes.<key>), or NDJSON (one contact per line).
+    /// time_zone, tags, preferred_channels, consent, attributes.<key>), or NDJSON (one contact per
+    /// line).
     file: PathBuf,
     /// The file's format (default: from its extension, `.ndjson`/`.jsonl` or CSV).
     #[arg(long, value_enum)]
@@ -59,6 +61,7 @@ struct Totals {
     updated: u64,
     unchanged: u64,
     failed: u64,
+    consents: u64,
     errors: Vec<String>,
 }
 
@@ -70,6 +73,7 @@ impl Totals {
         self.updated += n("updated");
         self.unchanged += n("unchanged");
         self.failed += n("failed");
+        self.consents += n("consents");
         for e in report.get("errors").and_then(Value::as_array).into_iter().flatten() {
             if self.errors.len() < MAX_PRINTED_ERRORS {
                 self.errors.push(format!(
@@ -109,6 +113,12 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
         Format::Csv => "text/csv",
         Format::Ndjson => "application/x-ndjson",
     };
+    // Named in the evidence of the consent records (the server takes up to 255 characters).
+    let file_name: String = args
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().filter(|c| !c.is_control()).take(255).collect())
+        .unwrap_or_default();
     let mut totals = Totals::default();
     let mut parts: Box<dyn Iterator<Item = anyhow::Result<Part>>> = match format {
         Format::Csv => Box::new(CsvParts::new(file, args.chunk_rows)?),
@@ -118,10 +128,11 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
     };
     for part in &mut parts {
         let part = part?;
-        let response = client
-            .post(&url)
-            .bearer_auth(&args.conn.key)
-            .query(&[("first_row", part.first_row)])
+        let mut request = client.post(&url).bearer_auth(&args.conn.key).query(&[("first_row", part.first_row)]);
+        if !file_name.is_empty() {
+            request = request.query(&[("file", &file_name)]);
+        }
+        let response = request
             .header("content-type", content_type)
             .body(part.body)
             .send()
@@ -147,8 +158,8 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
         eprintln!("… and {} more refused rows", totals.failed as usize - totals.errors.len());
     }
     println!(
-        "{} rows: {} created, {} updated, {} unchanged, {} failed",
-        totals.rows, totals.created, totals.updated, totals.unchanged, totals.failed
+        "{} rows: {} created, {} updated, {} unchanged, {} failed; {} consent records",
+        totals.rows, totals.created, totals.updated, totals.unchanged, totals.failed, totals.consents
     );
     if totals.failed > 0 {
         anyhow::bail!(

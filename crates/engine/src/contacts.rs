@@ -8,7 +8,7 @@
 
 mod import;
 
-pub use import::{ImportFormat, ImportReport, ImportRowError, MAX_IMPORT_ERRORS};
+pub use import::{ImportFormat, ImportOrigin, ImportReport, ImportRowError, MAX_IMPORT_ERRORS};
 
 use crate::{Engine, Result};
 use parley_domain::contact::{self as rules, ContactFieldError};

@@ -6,7 +6,7 @@
 //! consent is in force is decided outside the store (`parley_domain::policy`), from the records.
 //! The policy's queries about messages (the WhatsApp window, frequency caps) live here too.
 
-use crate::Result;
+use crate::{ConsentChange, Result};
 use async_trait::async_trait;
 use parley_domain::{Channel, ChannelAccountId, ConsentId, ContactId, Millis, Purpose, WorkspaceId};
 
@@ -113,4 +113,108 @@ pub(crate) fn consent_event(record: &Consent) -> Result<crate::WorkspaceEvent> {
         data: serde_json::json!({ "contact_id": record.contact_id, "consent": consent }),
         created_at: record.recorded_at,
     })
+}
+
+/// The consent in force for a (channel, purpose) of a contact whose records are `ledger`, either
+/// of them possibly `*`: the newest record covering it exactly or through `*` (for one channel and
+/// one purpose, what `parley_domain::policy::consent_in_force` answers; for `*`, the record the
+/// API shows as `current` for it).
+pub fn scope_in_force<'a>(ledger: &'a [Consent], channel: ChannelScope, purpose: &PurposeScope) -> Option<&'a Consent> {
+    ledger
+        .iter()
+        .filter(|r| {
+            (r.channel == channel || r.channel == ChannelScope::All)
+                && (&r.purpose == purpose || r.purpose == PurposeScope::All)
+        })
+        .max_by_key(|r| r.id)
+}
+
+/// The records that `changes` (one row's, in order) append to the ledger of `contact` (`ledger`,
+/// which they join, so that each change sees those before it): a change becomes a record only
+/// when the consent in force for its (channel, purpose) ([`scope_in_force`]) is missing or of the
+/// other status. A change followed by one that covers its (channel, purpose), exactly or through
+/// `*`, is left out: it would be out of force at once, and a record of it would make every re-run
+/// append both again. So writing the same changes again appends nothing.
+pub(crate) fn consents_to_append(
+    workspace: WorkspaceId,
+    contact: ContactId,
+    ledger: &mut Vec<Consent>,
+    changes: &[ConsentChange],
+    now: Millis,
+) -> Vec<Consent> {
+    let covers = |later: &ConsentChange, earlier: &ConsentChange| {
+        (later.channel == earlier.channel || later.channel == ChannelScope::All)
+            && (later.purpose == earlier.purpose || later.purpose == PurposeScope::All)
+    };
+    let mut appended = Vec::new();
+    for (n, change) in changes.iter().enumerate() {
+        if changes[n + 1..].iter().any(|later| covers(later, change))
+            || scope_in_force(ledger, change.channel, &change.purpose).is_some_and(|r| r.status == change.status)
+        {
+            continue;
+        }
+        let record = Consent {
+            id: ConsentId::new(),
+            workspace_id: workspace,
+            contact_id: contact,
+            channel: change.channel,
+            purpose: change.purpose.clone(),
+            status: change.status,
+            source: change.source,
+            evidence: change.evidence.clone(),
+            address: None,
+            recorded_at: now,
+        };
+        ledger.push(record.clone());
+        appended.push(record);
+    }
+    appended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(channel: &str, purpose: &str, status: ConsentStatus) -> ConsentChange {
+        ConsentChange {
+            channel: ChannelScope::parse(channel).unwrap(),
+            purpose: PurposeScope::parse(purpose).unwrap(),
+            status,
+            source: ConsentSource::Import,
+            evidence: serde_json::json!({"import": {"row": 1}}),
+        }
+    }
+
+    #[test]
+    fn only_changes_of_the_consent_in_force_are_appended() {
+        use ConsentStatus::{OptedIn, OptedOut};
+        let (ws, contact) = (WorkspaceId::new(), ContactId::new());
+        let mut ledger = Vec::new();
+        let changes = [
+            // Overridden by the next: left out.
+            change("sms", "*", OptedIn),
+            change("*", "*", OptedOut),
+            change("sms", "marketing", OptedIn),
+            // Covered by the second, same status: nothing.
+            change("whatsapp", "otp", OptedOut),
+            // Overlapping the second without covering it: kept.
+            change("rcs", "*", OptedIn),
+        ];
+        let first = consents_to_append(ws, contact, &mut ledger, &changes, Millis(1));
+        assert_eq!(
+            first.iter().map(|r| (r.channel.as_str(), r.purpose.as_str(), r.status)).collect::<Vec<_>>(),
+            [("*", "*", OptedOut), ("sms", "marketing", OptedIn), ("rcs", "*", OptedIn)]
+        );
+        assert!(first.iter().all(|r| r.contact_id == contact && r.source == ConsentSource::Import));
+        // The same again appends nothing.
+        assert_eq!(consents_to_append(ws, contact, &mut ledger, &changes, Millis(2)), []);
+        // A newer opt-out of marketing on sms: the opt-in is appended again, the rest stays.
+        let stop = change("sms", "marketing", OptedOut);
+        assert_eq!(consents_to_append(ws, contact, &mut ledger, &[stop], Millis(3)).len(), 1);
+        let again = consents_to_append(ws, contact, &mut ledger, &changes, Millis(4));
+        assert_eq!(
+            again.iter().map(|r| (r.channel.as_str(), r.purpose.as_str())).collect::<Vec<_>>(),
+            [("sms", "marketing")]
+        );
+    }
 }

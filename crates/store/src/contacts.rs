@@ -12,10 +12,16 @@
 //! revived contact) and `contact.updated` with the contact as the API shows it afterwards
 //! ([`Contact::resource`]), `contact.merged` with the two ids, `contact.deleted` with the id only.
 //! A write that changes nothing announces nothing.
+//!
+//! An import row may bring consent records for its contact ([`ContactRow`]): they are appended
+//! to the ledger in the transaction of the row's write, each only when it would change the
+//! consent in force (see [`crate::consent::consents_to_append`]), so a re-run appends nothing.
 
 use crate::Result;
+use crate::consent::Consent;
 use async_trait::async_trait;
 use parley_domain::contact::{self as rules, ContactFieldError};
+use parley_domain::policy::{ChannelScope, ConsentSource, ConsentStatus, PurposeScope};
 use parley_domain::{Channel, ContactId, Identity, Millis, TimeZoneSource, WorkspaceId};
 use serde_json::{Map, Value};
 
@@ -214,6 +220,48 @@ pub enum ContactWriteOutcome {
     Invalid(ContactFieldError),
 }
 
+impl ContactWriteOutcome {
+    /// The contact the write found or made (created, updated or unchanged); `None` when refused.
+    pub fn contact(&self) -> Option<&Contact> {
+        match self {
+            ContactWriteOutcome::Created(c) | ContactWriteOutcome::Updated(c) | ContactWriteOutcome::Unchanged(c) => {
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A consent record for the contact a [`ContactWrite`] finds or makes (its id is not known
+/// before the write): what [`Consent`] holds but for the ids, the contact and the time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsentChange {
+    pub channel: ChannelScope,
+    pub purpose: PurposeScope,
+    pub status: ConsentStatus,
+    pub source: ConsentSource,
+    /// What proves it (an import's: the key that sent it, the file and the row).
+    pub evidence: Value,
+}
+
+/// A contact write with the consent records it brings: a row of an import.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContactRow {
+    pub write: ContactWrite,
+    /// Appended in this order to the ledger of the row's contact, each only when the consent in
+    /// force for its (channel, purpose) is missing or of the other status.
+    pub consents: Vec<ConsentChange>,
+}
+
+/// What a [`ContactRow`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContactRowOutcome {
+    pub contact: ContactWriteOutcome,
+    /// The consent records appended (none when the write was refused, or when every one was in
+    /// force already).
+    pub consents: Vec<Consent>,
+}
+
 /// What a merge did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MergeOutcome {
@@ -262,13 +310,29 @@ pub trait ContactStore: Send + Sync {
     ) -> Result<ContactWriteOutcome>;
 
     /// Apply writes in order, in one transaction, each with its own outcome (a refused one writes
-    /// nothing and the others go on). For imports: a chunk of rows at a time.
+    /// nothing and the others go on): [`Self::write_contact_rows`] without consent records.
     async fn write_contacts(
         &self,
         workspace: WorkspaceId,
         writes: Vec<ContactWrite>,
         now: Millis,
-    ) -> Result<Vec<ContactWriteOutcome>>;
+    ) -> Result<Vec<ContactWriteOutcome>> {
+        let rows = writes.into_iter().map(|write| ContactRow { write, consents: Vec::new() }).collect();
+        Ok(self.write_contact_rows(workspace, rows, now).await?.into_iter().map(|r| r.contact).collect())
+    }
+
+    /// Apply rows in order, in one transaction, each with its own outcome (a refused write writes
+    /// nothing and the others go on). For imports: a chunk of rows at a time. A row's consent
+    /// records go to the ledger of the contact its write found or made (also when the write changed
+    /// nothing), with `recorded_at` `now`, each announced as `contact.opted_in` / `.opted_out`, and
+    /// each only when the consent in force for its (channel, purpose) is missing or of the other
+    /// status (the rows before it in the chunk included): the same rows again append nothing.
+    async fn write_contact_rows(
+        &self,
+        workspace: WorkspaceId,
+        rows: Vec<ContactRow>,
+        now: Millis,
+    ) -> Result<Vec<ContactRowOutcome>>;
 
     /// Erase the live contact's personal data and mark it deleted; its identities stay attached.
     /// `false` when there is no such live contact.

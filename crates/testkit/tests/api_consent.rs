@@ -615,13 +615,7 @@ async fn consent_changes_reach_webhooks_as_contact_events(backend: Backend) {
     let types = json!(["contact.opted_out", "contact.opted_in"]);
     let endpoint = post(&app, "/v1/webhook-endpoints", &json!({"url": receiver.url("/c"), "event_types": types})).await;
     assert_eq!(endpoint.status, 201, "{endpoint}");
-    let accounts = get(&app, "/v1/channel-accounts").await;
-    let sms = accounts.json["data"]
-        .as_array()
-        .and_then(|all| all.iter().find(|a| a["channel"] == "sms" && a["is_default"] == true))
-        .and_then(|a| a["id"].as_str())
-        .expect("the default sms account")
-        .to_string();
+    let sms = default_account(&app, "sms").await;
     let stop = post(
         &app,
         &format!("/v1/channel-accounts/{sms}/simulate-inbound"),

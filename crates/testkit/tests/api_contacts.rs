@@ -1,7 +1,8 @@
 //! The contacts API through the real server, on both backends: identities normalised and owned
 //! by one contact, merge patches, upsert by identity, merge with its tombstone, erasure that
 //! keeps identities reserved, search with cursors, tenancy, and bulk import (CSV and NDJSON) with
-//! per-row errors and idempotent re-runs; every change announced as a `contact.*` event.
+//! per-row errors and idempotent re-runs, consents included; every change announced as a
+//! `contact.*` event.
 
 mod common;
 
@@ -25,6 +26,8 @@ on_both_backends!(
     other_workspaces_see_nothing,
     csv_import_reports_bad_rows_and_reruns_change_nothing,
     ndjson_import_and_refused_files,
+    csv_import_records_consents_once_and_sends_follow_them,
+    ndjson_import_records_consents_given_as_strings_or_objects,
     ensure_contact_is_safe_under_concurrency,
     contact_changes_reach_webhooks_as_contact_events,
 );
@@ -518,6 +521,144 @@ async fn ndjson_import_and_refused_files(backend: Backend) {
     );
 }
 
+async fn import_named(app: &TestApp, content_type: &str, query: &str, body: &'static str) -> Answer {
+    let response = app
+        .request(Method::POST, &format!("/v1/contacts/import{query}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("POST import");
+    Answer::read(response).await
+}
+
+/// The contact with this identity (`sms:%2B1…`), and its consent ledger (newest first).
+async fn ledger_of(app: &TestApp, identity: &str) -> (String, Vec<Value>) {
+    let found = get(app, &format!("/v1/contacts?identity={identity}")).await;
+    let id = found["data"][0]["id"].as_str().unwrap_or_else(|| panic!("no contact {identity}: {found}")).to_string();
+    let ledger = get(app, &format!("/v1/contacts/{id}/consents")).await;
+    assert_eq!(ledger.status, 200, "{ledger}");
+    (id, ledger["data"].as_array().unwrap().clone())
+}
+
+fn counts(a: &Answer) -> [Option<u64>; 6] {
+    ["rows", "created", "updated", "unchanged", "failed", "consents"].map(|k| a[k].as_u64())
+}
+
+fn marketing_sms(to: &str) -> Value {
+    json!({"to": to, "channel": "sms", "purpose": "marketing", "respect_quiet_hours": false,
+           "content": {"type": "text", "text": "Winter sale!"}})
+}
+
+async fn csv_import_records_consents_once_and_sends_follow_them(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let taken = create(&app, json!({"identities": ["whatsapp:+12025550109"]})).await;
+    let file = "phone,whatsapp,name,consent\n\
+                +12025550101,,Ada,sms:marketing:opted_in\n\
+                +12025550102,,Bob,sms:marketing:opted_out; whatsapp:*:opted_out\n\
+                +12025550103,,Bad,sms:marketing:maybe\n\
+                +12025550104,,Carol,\n\
+                +12025550105,+12025550109,Taken,*:*:opted_out\n";
+    let a = import_named(&app, "text/csv", "?file=customers.csv", file).await;
+    assert_eq!(a.status, 200, "{a}");
+    assert_eq!(counts(&a), [Some(5), Some(3), Some(0), Some(0), Some(2), Some(3)], "{a}");
+    let errors: Vec<(u64, &str)> = a["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["row"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(errors, [(3, "invalid_consent"), (5, "identity_conflict")], "{a}");
+    assert!(a["errors"][0]["detail"].as_str().unwrap().contains("maybe"), "{a}");
+    // Nothing of a refused row: no contact, no consent (the conflict's owner has an empty ledger).
+    assert_eq!(get(&app, "/v1/contacts?identity=sms:%2B12025550103").await["data"], json!([]));
+    let owner_ledger = get(&app, &format!("/v1/contacts/{}/consents", taken["id"].as_str().unwrap())).await;
+    assert_eq!(owner_ledger["data"], json!([]));
+
+    let (ada, ada_ledger) = ledger_of(&app, "sms:%2B12025550101").await;
+    assert_eq!(ada_ledger.len(), 1, "{ada_ledger:?}");
+    let r = &ada_ledger[0];
+    assert_eq!(
+        (&r["channel"], &r["purpose"], &r["status"], &r["source"], &r["contact_id"]),
+        (&json!("sms"), &json!("marketing"), &json!("opted_in"), &json!("import"), &json!(ada))
+    );
+    assert_eq!(r["evidence"]["import"], json!({"row": 1, "file": "customers.csv"}));
+    assert!(r["evidence"]["api_key_id"].as_str().is_some_and(|k| k.starts_with("key_")), "{r}");
+    let (_, bob_ledger) = ledger_of(&app, "sms:%2B12025550102").await;
+    let bob_records: Vec<(&str, &str, &str)> = bob_ledger
+        .iter()
+        .map(|r| (r["channel"].as_str().unwrap(), r["purpose"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(bob_records, [("whatsapp", "*", "opted_out"), ("sms", "marketing", "opted_out")]);
+    assert!(bob_ledger.iter().all(|r| r["source"] == "import" && r["evidence"]["import"]["row"] == 2));
+    assert_eq!(ledger_of(&app, "sms:%2B12025550104").await.1, Vec::<Value>::new());
+
+    // The same file again: every row unchanged, no new record.
+    let again = import_named(&app, "text/csv", "?file=customers.csv", file).await;
+    assert_eq!(counts(&again), [Some(5), Some(0), Some(0), Some(3), Some(2), Some(0)], "{again}");
+    assert_eq!(ledger_of(&app, "sms:%2B12025550101").await.1, ada_ledger);
+    assert_eq!(ledger_of(&app, "sms:%2B12025550102").await.1, bob_ledger);
+
+    // The sends follow the ledger: Ada opted in, Bob opted out.
+    let m = send(&app, &marketing_sms("+12025550101")).await;
+    assert_eq!((&m["status"], &m["contact_id"]), (&json!("queued"), &json!(ada)));
+    let refused = post(&app, "/v1/messages", &marketing_sms("+12025550102")).await;
+    refused.problem(422, "recipient_opted_out");
+    assert_eq!(message(&app, refused["message_id"].as_str().expect("message_id")).await["status"], "rejected");
+
+    // A row that changes the consent in force appends (its contact unchanged); the send goes.
+    let back = import_named(&app, "text/csv", "", "phone,consent\n+12025550102,sms:marketing:opted_in\n").await;
+    assert_eq!(counts(&back), [Some(1), Some(0), Some(0), Some(1), Some(0), Some(1)], "{back}");
+    let (_, bob_ledger) = ledger_of(&app, "sms:%2B12025550102").await;
+    assert_eq!((bob_ledger.len(), &bob_ledger[0]["status"]), (3, &json!("opted_in")));
+    assert_eq!(bob_ledger[0]["evidence"]["import"], json!({"row": 1}));
+    assert_eq!(send(&app, &marketing_sms("+12025550102")).await["status"], "queued");
+    // A file name the evidence cannot keep is refused.
+    let long = format!("?file={}", "n".repeat(256));
+    let response = app
+        .request(Method::POST, &format!("/v1/contacts/import{long}"))
+        .header("content-type", "text/csv")
+        .body("phone\n+12025550108\n")
+        .send()
+        .await
+        .expect("POST import");
+    Answer::read(response).await.problem(422, "validation_failed").names("file");
+    app.finish().await;
+}
+
+async fn ndjson_import_records_consents_given_as_strings_or_objects(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let lines = "{\"identities\": [\"sms:+12025550111\"], \"name\": \"Dan\", \"consent\": [\"sms:marketing:opted_in\", \
+                 {\"channel\": \"*\", \"purpose\": \"*\", \"status\": \"opted_out\"}]}\n\
+                 {\"identities\": [\"sms:+12025550112\"], \"consent\": [{\"channel\": \"sms\", \"purpose\": \"marketing\"}]}\n\
+                 {\"identities\": [\"sms:+12025550113\"], \"consent\": [\"whatsapp:marketing:opted_in\", {\"channel\": \"sms\", \"purpose\": \"marketing\", \
+                 \"status\": \"opted_in\"}]}\n";
+    let a = import_named(&app, "application/x-ndjson", "?file=crm.ndjson", lines).await;
+    assert_eq!(a.status, 200, "{a}");
+    assert_eq!(counts(&a), [Some(3), Some(2), Some(0), Some(0), Some(1), Some(3)], "{a}");
+    assert_eq!((&a["errors"][0]["row"], &a["errors"][0]["code"]), (&json!(2), &json!("invalid_consent")), "{a}");
+    assert_eq!(get(&app, "/v1/contacts?identity=sms:%2B12025550112").await["data"], json!([]));
+    let (dan, ledger) = ledger_of(&app, "sms:%2B12025550111").await;
+    assert_eq!(
+        ledger.iter().map(|r| (r["channel"].as_str().unwrap(), r["status"].as_str().unwrap())).collect::<Vec<_>>(),
+        // The opt-in the next entry overrides at once is left out (else every re-run would append
+        // both again).
+        [("*", "opted_out")]
+    );
+    assert_eq!(ledger[0]["evidence"]["import"], json!({"row": 1, "file": "crm.ndjson"}));
+    // The consent in force, as the ledger shows it, is the opt-out of everything.
+    let current = get(&app, &format!("/v1/contacts/{dan}/consents")).await;
+    assert!(current["current"].as_array().unwrap().iter().all(|c| c["status"] == "opted_out"), "{current}");
+    post(&app, "/v1/messages", &marketing_sms("+12025550111")).await.problem(422, "recipient_opted_out");
+    assert_eq!(send(&app, &marketing_sms("+12025550113")).await["status"], "queued");
+
+    let again = import_named(&app, "application/x-ndjson", "?file=crm.ndjson", lines).await;
+    assert_eq!(counts(&again), [Some(3), Some(0), Some(0), Some(2), Some(1), Some(0)], "{again}");
+    assert_eq!(ledger_of(&app, "sms:%2B12025550111").await.1, ledger);
+    assert_eq!(ledger_of(&app, "sms:%2B12025550113").await.1.len(), 2);
+    app.finish().await;
+}
+
 async fn ensure_contact_is_safe_under_concurrency(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
     let mut tasks = Vec::new();
@@ -570,12 +711,18 @@ async fn contact_changes_reach_webhooks_as_contact_events(backend: Backend) {
     let bob_tagged = put(&app, bob_path, Some(&json!({"tags": ["lead"]}))).await;
     assert_eq!(bob_tagged.status, 200, "{bob_tagged}");
     assert_eq!(put(&app, bob_path, Some(&json!({"tags": ["lead"]}))).await.status, 200);
-    // An import: one row creates, one changes, one changes nothing.
-    let file = "sms,whatsapp,webchat,name\n,,visitor_9,Carol\n,+4915100000001,,Bobby\n+4915112345678,,,Ada L.\n";
+    // An import: one row creates (and records a consent), one changes, one changes nothing.
+    let file = "sms,whatsapp,webchat,name,consent\n,,visitor_9,Carol,webchat:*:opted_in\n,+4915100000001,,Bobby,\n\
+                +4915112345678,,,Ada L.,\n";
     let imported = import(&app, "text/csv", file).await;
     assert_eq!(
-        (imported["created"].as_u64(), imported["updated"].as_u64(), imported["unchanged"].as_u64()),
-        (Some(1), Some(1), Some(1)),
+        (
+            imported["created"].as_u64(),
+            imported["updated"].as_u64(),
+            imported["unchanged"].as_u64(),
+            imported["consents"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1)),
         "{imported}"
     );
     // The sender of an inbound message becomes a contact.
@@ -605,13 +752,14 @@ async fn contact_changes_reach_webhooks_as_contact_events(backend: Backend) {
         "contact.created",
         "contact.updated",
         "contact.created",
+        "contact.opted_in",
         "contact.updated",
         "contact.created",
         "contact.merged",
         "contact.deleted",
     ];
     let mut received =
-        receiver.wait_until(Duration::from_secs(10), "9 contact events", |r| r.len() >= expected.len()).await;
+        receiver.wait_until(Duration::from_secs(10), "10 contact events", |r| r.len() >= expected.len()).await;
     // Nothing more comes (a write that changed nothing announced nothing).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), expected.len());
@@ -631,14 +779,20 @@ async fn contact_changes_reach_webhooks_as_contact_events(backend: Backend) {
     assert_eq!(events[3]["data"], json!({"contact": bob_tagged.json}));
     let carol = get(&app, "/v1/contacts?identity=webchat:visitor_9").await;
     assert_eq!(events[4]["data"], json!({"contact": carol["data"][0]}));
-    assert_eq!(events[5]["data"]["contact"]["id"], bob_id.as_str());
-    assert_eq!(events[5]["data"]["contact"]["name"], "Bobby");
-    assert_eq!(events[6]["data"]["contact"]["id"], sender.as_str());
-    assert_eq!(events[6]["data"]["contact"]["identities"][0]["identity"], "sms:+4915199999999");
-    assert_eq!(events[7]["data"], json!({"survivor_id": ada_id, "absorbed_id": bob_id}));
+    // The import row's consent record follows its contact's event, with the record as the ledger
+    // shows it.
+    let carol_id = carol["data"][0]["id"].as_str().unwrap();
+    let carol_ledger = get(&app, &format!("/v1/contacts/{carol_id}/consents")).await;
+    assert_eq!(events[5]["data"], json!({"contact_id": carol_id, "consent": carol_ledger["data"][0]}));
+    assert_eq!(events[5]["data"]["consent"]["source"], "import");
+    assert_eq!(events[6]["data"]["contact"]["id"], bob_id.as_str());
+    assert_eq!(events[6]["data"]["contact"]["name"], "Bobby");
+    assert_eq!(events[7]["data"]["contact"]["id"], sender.as_str());
+    assert_eq!(events[7]["data"]["contact"]["identities"][0]["identity"], "sms:+4915199999999");
+    assert_eq!(events[8]["data"], json!({"survivor_id": ada_id, "absorbed_id": bob_id}));
     // The deletion names the contact and nothing else.
-    assert_eq!(events[8]["data"], json!({"contact_id": ada_id}));
-    let body = String::from_utf8(received[8].body.clone()).unwrap();
+    assert_eq!(events[9]["data"], json!({"contact_id": ada_id}));
+    let body = String::from_utf8(received[9].body.clone()).unwrap();
     for personal in ["Ada", "+4915112345678", "4915100000001", "vip", "gold", "Europe/Berlin"] {
         assert!(!body.contains(personal), "{personal} in {body}");
     }

@@ -24,15 +24,6 @@ on_both_backends!(
 
 const CUSTOMER: &str = "+4915123456789";
 
-async fn default_account(app: &TestApp, channel: &str) -> String {
-    let accounts = get(app, "/v1/channel-accounts").await;
-    let found = accounts.json["data"]
-        .as_array()
-        .and_then(|all| all.iter().find(|a| a["channel"] == channel && a["is_default"] == true))
-        .unwrap_or_else(|| panic!("a default {channel} account: {accounts}"));
-    found["id"].as_str().unwrap().to_string()
-}
-
 /// The customer writes `text` on `channel` (to the channel's default sandbox account).
 async fn receive(app: &TestApp, channel: &str, from: &str, text: &str) -> Value {
     let account = default_account(app, channel).await;

@@ -252,13 +252,7 @@ async fn a_step_the_policy_refuses_is_left_out(backend: Backend) {
 
 async fn auto_falls_back_across_the_contacts_channels(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
-    let accounts = get(&app, "/v1/channel-accounts").await.json;
-    let whatsapp = accounts["data"]
-        .as_array()
-        .and_then(|all| all.iter().find(|a| a["channel"] == "whatsapp" && a["is_default"] == true))
-        .and_then(|a| a["id"].as_str())
-        .expect("the default WhatsApp account")
-        .to_string();
+    let whatsapp = default_account(&app, "whatsapp").await;
     let number = "+4915123456789";
     let contact =
         post(&app, "/v1/contacts", &json!({"identities": [format!("whatsapp:{number}"), format!("sms:{number}")]}))

@@ -56,15 +56,7 @@ async fn auto_uses_whatsapp_while_the_window_is_open_and_sms_after(backend: Back
     assert_eq!((template.status, template.json["channel"].as_str()), (202, Some("whatsapp")), "{template}");
 
     // The customer writes on WhatsApp: the window opens.
-    let accounts = get(&app, "/v1/channel-accounts").await.json;
-    let whatsapp = accounts["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["channel"] == "whatsapp" && a["is_default"] == true)
-        .and_then(|a| a["id"].as_str())
-        .unwrap()
-        .to_string();
+    let whatsapp = default_account(&app, "whatsapp").await;
     let hello = post(
         &app,
         &format!("/v1/channel-accounts/{whatsapp}/simulate-inbound"),

@@ -6,12 +6,20 @@
 //! is reported with its number and skipped, and the good ones are upserted by their first
 //! identity in chunks of [`CHUNK_ROWS`], one transaction each. An upsert that changes nothing
 //! writes nothing, so running the same file again reports every row `unchanged`.
+//!
+//! A row may record consents too (CSV column `consent`, NDJSON field `consent`): entries
+//! `<channel or *>:<purpose or *>:<opted_in or opted_out>`, checked with the row's other fields.
+//! They become records of the ledger (source `import`, evidence naming the caller, the file and the
+//! row) in the transaction of the row's write, each only when it changes the consent in force, so
+//! a re-run appends none (`parley_store::ContactStore::write_contact_rows`).
 
 use super::{BodyKind, ContactError, field_code, parse_change, string_attributes};
 use crate::{Engine, Result};
 use parley_domain::contact::{self as rules};
+use parley_domain::policy::{ChannelScope, ConsentSource, ConsentStatus, PurposeScope};
 use parley_domain::{Channel, Identity, Millis, WorkspaceId};
-use parley_store::{ContactChange, ContactTarget, ContactWrite, ContactWriteOutcome};
+use parley_store::{ConsentChange, ContactChange, ContactRow, ContactTarget, ContactWrite, ContactWriteOutcome};
+use serde_json::{Map, Value};
 
 /// Rows written per transaction.
 pub const CHUNK_ROWS: usize = 1000;
@@ -42,6 +50,8 @@ pub struct ImportReport {
     pub updated: u64,
     pub unchanged: u64,
     pub failed: u64,
+    /// Consent records written (entries already in force write none).
+    pub consents: u64,
     /// The first [`MAX_IMPORT_ERRORS`] refused rows, in row order.
     pub errors: Vec<ImportRowError>,
 }
@@ -55,6 +65,29 @@ impl ImportReport {
     }
 }
 
+/// Where an import comes from: kept in the evidence of the consent records it writes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImportOrigin {
+    /// Who sent it, as the evidence of an API call names it (`{"api_key_id": "key_…"}`).
+    pub caller: Map<String, Value>,
+    /// The file's name, when the client gave it.
+    pub file: Option<String>,
+}
+
+impl ImportOrigin {
+    /// The evidence of a consent entry of row `row`: the caller's, and `import: {row, file}`.
+    fn evidence(&self, row: u64) -> Value {
+        let mut import = Map::new();
+        import.insert("row".into(), row.into());
+        if let Some(file) = &self.file {
+            import.insert("file".into(), file.clone().into());
+        }
+        let mut evidence = self.caller.clone();
+        evidence.insert("import".into(), Value::Object(import));
+        Value::Object(evidence)
+    }
+}
+
 /// A CSV column.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Column {
@@ -64,6 +97,7 @@ enum Column {
     TimeZone,
     Tags,
     PreferredChannels,
+    Consent,
     Attribute(String),
 }
 
@@ -78,6 +112,7 @@ fn column(name: &str) -> Option<Column> {
         "time_zone" => Column::TimeZone,
         "tags" => Column::Tags,
         "preferred_channels" => Column::PreferredChannels,
+        "consent" => Column::Consent,
         other => match other.strip_prefix("attributes.") {
             Some(key) if !key.is_empty() => Column::Attribute(key.to_string()),
             _ => return None,
@@ -85,11 +120,93 @@ fn column(name: &str) -> Option<Column> {
     })
 }
 
-/// A row that passed its checks: its number and its write.
-type Parsed = Vec<(u64, ContactWrite)>;
+/// A row that passed its checks: its number, its write and its consent records.
+type Parsed = Vec<(u64, ContactRow)>;
+
+/// Why a consent entry is refused.
+fn consent_error(detail: impl Into<String>) -> (&'static str, String) {
+    ("invalid_consent", detail.into())
+}
+
+/// One consent entry, `<channel or *>:<purpose or *>:<opted_in or opted_out>` (given whole, or in
+/// the parts of an NDJSON object), as the consent API checks its fields.
+fn consent_entry(
+    channel: &str,
+    purpose: &str,
+    status: &str,
+    origin: &ImportOrigin,
+    row: u64,
+) -> std::result::Result<ConsentChange, (&'static str, String)> {
+    // Echoed in the error, at most this long.
+    let short = |s: &str| s.chars().take(80).collect::<String>();
+    let channel = ChannelScope::parse(channel).ok_or_else(|| {
+        consent_error(format!(
+            "consent channel '{}': one of sms, whatsapp, rcs, webchat, or * for every channel",
+            short(channel)
+        ))
+    })?;
+    let purpose = PurposeScope::parse(purpose).ok_or_else(|| {
+        consent_error(format!(
+            "consent purpose '{}': a purpose (1 to 32 of a-z, 0-9 and _, starting with a letter) or * for \
+             every purpose",
+            short(purpose)
+        ))
+    })?;
+    let status = ConsentStatus::parse(status)
+        .ok_or_else(|| consent_error(format!("consent status '{}': opted_in or opted_out", short(status))))?;
+    Ok(ConsentChange { channel, purpose, status, source: ConsentSource::Import, evidence: origin.evidence(row) })
+}
+
+/// An entry written whole: `sms:marketing:opted_in`.
+fn consent_text(
+    entry: &str,
+    origin: &ImportOrigin,
+    row: u64,
+) -> std::result::Result<ConsentChange, (&'static str, String)> {
+    match entry.split(':').map(str::trim).collect::<Vec<_>>()[..] {
+        [channel, purpose, status] => consent_entry(channel, purpose, status, origin, row),
+        _ => Err(consent_error(format!(
+            "'{}' is not a consent entry: write <channel or *>:<purpose or *>:<opted_in or opted_out>, e.g. \
+             sms:marketing:opted_in",
+            entry.chars().take(80).collect::<String>()
+        ))),
+    }
+}
+
+/// NDJSON's `consent`: an array of entries, each a string (`"sms:marketing:opted_in"`) or an
+/// object `{"channel", "purpose", "status"}` (as identities are strings or objects).
+fn consent_values(
+    value: &Value,
+    origin: &ImportOrigin,
+    row: u64,
+) -> std::result::Result<Vec<ConsentChange>, (&'static str, String)> {
+    let items: &[Value] = match value {
+        Value::Null => &[],
+        Value::Array(items) => items,
+        _ => return Err(consent_error("'consent' must be an array")),
+    };
+    let shape = "each consent entry is a string like \"sms:marketing:opted_in\" or an object {\"channel\", \
+                 \"purpose\", \"status\"}";
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) => consent_text(s, origin, row),
+            Value::Object(o) if o.keys().all(|k| ["channel", "purpose", "status"].contains(&k.as_str())) => {
+                let field = |k: &str| o.get(k).and_then(Value::as_str).ok_or_else(|| consent_error(shape));
+                consent_entry(field("channel")?, field("purpose")?, field("status")?, origin, row)
+            }
+            _ => Err(consent_error(shape)),
+        })
+        .collect()
+}
 
 /// Read a CSV file into writes; refused rows go to `report`.
-fn parse_csv(body: &[u8], first_row: u64, report: &mut ImportReport) -> Result<Parsed, ContactError> {
+fn parse_csv(
+    body: &[u8],
+    first_row: u64,
+    origin: &ImportOrigin,
+    report: &mut ImportReport,
+) -> Result<Parsed, ContactError> {
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(body);
     let mut records = reader.byte_records();
     let header = match records.next() {
@@ -106,7 +223,7 @@ fn parse_csv(body: &[u8], first_row: u64, report: &mut ImportReport) -> Result<P
         let col = column(name).ok_or_else(|| {
             ContactError::Import(format!(
                 "unknown column '{}': the columns are sms, whatsapp, rcs, webchat, phone, name, locale, time_zone, \
-                 tags, preferred_channels and attributes.<key>",
+                 tags, preferred_channels, consent and attributes.<key>",
                 name.chars().take(64).collect::<String>()
             ))
         })?;
@@ -156,17 +273,23 @@ fn parse_csv(body: &[u8], first_row: u64, report: &mut ImportReport) -> Result<P
             report.fail(row, "invalid_encoding", "the row is not valid UTF-8 (save the file as UTF-8)");
             continue;
         }
-        match csv_write(&columns, &cells) {
-            Ok(write) => parsed.push((row, write)),
+        match csv_row(&columns, &cells, origin, row) {
+            Ok(contact_row) => parsed.push((row, contact_row)),
             Err((code, detail)) => report.fail(row, code, detail),
         }
     }
     Ok(parsed)
 }
 
-fn csv_write(columns: &[Column], cells: &[&str]) -> std::result::Result<ContactWrite, (&'static str, String)> {
+fn csv_row(
+    columns: &[Column],
+    cells: &[&str],
+    origin: &ImportOrigin,
+    row: u64,
+) -> std::result::Result<ContactRow, (&'static str, String)> {
     let field = |e: rules::ContactFieldError| (field_code(&e), e.to_string());
     let mut change = ContactChange::default();
+    let mut consents = Vec::new();
     let mut identities: Vec<Identity> = Vec::new();
     let mut attributes = Vec::new();
     for (col, cell) in columns.iter().zip(cells) {
@@ -199,6 +322,11 @@ fn csv_write(columns: &[Column], cells: &[&str]) -> std::result::Result<ContactW
                 }
                 change.preferred_channels = Some(channels);
             }
+            Column::Consent => {
+                for entry in cell.split(';').map(str::trim).filter(|t| !t.is_empty()) {
+                    consents.push(consent_text(entry, origin, row)?);
+                }
+            }
             Column::Attribute(key) => attributes.push((key.clone(), cell.to_string())),
         }
     }
@@ -211,12 +339,12 @@ fn csv_write(columns: &[Column], cells: &[&str]) -> std::result::Result<ContactW
         change.attributes = Some(map);
     }
     change.identities = Some(identities);
-    Ok(ContactWrite { target: ContactTarget::Upsert, change })
+    Ok(ContactRow { write: ContactWrite { target: ContactTarget::Upsert, change }, consents })
 }
 
-/// Read an NDJSON file (one create body per line) into writes; refused lines go to `report`.
-/// Blank lines are skipped but counted, so row numbers are line numbers.
-fn parse_ndjson(body: &[u8], first_row: u64, report: &mut ImportReport) -> Parsed {
+/// Read an NDJSON file (one create body per line, and `consent`) into writes; refused lines go to
+/// `report`. Blank lines are skipped but counted, so row numbers are line numbers.
+fn parse_ndjson(body: &[u8], first_row: u64, origin: &ImportOrigin, report: &mut ImportReport) -> Parsed {
     let mut parsed = Vec::new();
     let mut row = first_row;
     for line in body.split(|b| *b == b'\n') {
@@ -230,18 +358,30 @@ fn parse_ndjson(body: &[u8], first_row: u64, report: &mut ImportReport) -> Parse
             report.fail(row, "invalid_encoding", "the line is not valid UTF-8");
             continue;
         };
-        let value: serde_json::Value = match serde_json::from_str(text) {
+        let mut value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 report.fail(row, "malformed_json", format!("the line is not JSON: {e}"));
                 continue;
             }
         };
+        // `consent` is the import's own field; the rest is a create body.
+        let consents = match value.as_object_mut().and_then(|o| o.remove("consent")) {
+            Some(entries) => match consent_values(&entries, origin, row) {
+                Ok(c) => c,
+                Err((code, detail)) => {
+                    report.fail(row, code, detail);
+                    continue;
+                }
+            },
+            None => Vec::new(),
+        };
         match parse_change(&value, BodyKind::Create) {
             Ok(mut change) if change.identities.as_ref().is_some_and(|i| !i.is_empty()) => {
                 // An upsert patches the attributes of a contact that exists, as `PUT` does.
-                change.clear_attributes = value.get("attributes").is_some_and(serde_json::Value::is_null);
-                parsed.push((row, ContactWrite { target: ContactTarget::Upsert, change }));
+                change.clear_attributes = value.get("attributes").is_some_and(Value::is_null);
+                let write = ContactWrite { target: ContactTarget::Upsert, change };
+                parsed.push((row, ContactRow { write, consents }));
             }
             Ok(_) => report.fail(row, "missing_identity", "the line has no identity: give 'identities'"),
             Err(ContactError::Invalid { code, detail, .. }) => report.fail(row, code, detail),
@@ -254,13 +394,15 @@ fn parse_ndjson(body: &[u8], first_row: u64, report: &mut ImportReport) -> Parse
 
 impl Engine {
     /// Import a CSV or NDJSON file (see the module comment). `first_row` is added to every row
-    /// number, so that a client sending a large file in parts reports the whole file's numbers.
+    /// number, so that a client sending a large file in parts reports the whole file's numbers;
+    /// `origin` goes into the evidence of the consent records written.
     pub async fn import_contacts(
         &self,
         workspace: WorkspaceId,
         format: ImportFormat,
         body: &[u8],
         first_row: u64,
+        origin: &ImportOrigin,
     ) -> Result<ImportReport> {
         if body.starts_with(&[0xff, 0xfe]) || body.starts_with(&[0xfe, 0xff]) {
             return Err(ContactError::Import("the file is UTF-16; save it as UTF-8".into()).into());
@@ -268,17 +410,18 @@ impl Engine {
         let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
         let mut report = ImportReport::default();
         let parsed = match format {
-            ImportFormat::Csv => parse_csv(body, first_row, &mut report)?,
-            ImportFormat::Ndjson => parse_ndjson(body, first_row, &mut report),
+            ImportFormat::Csv => parse_csv(body, first_row, origin, &mut report)?,
+            ImportFormat::Ndjson => parse_ndjson(body, first_row, origin, &mut report),
         };
         let mut failures: Vec<ImportRowError> = Vec::new();
         let mut rows = parsed.into_iter().peekable();
         while rows.peek().is_some() {
-            let chunk: Vec<(u64, ContactWrite)> = rows.by_ref().take(CHUNK_ROWS).collect();
-            let (numbers, writes): (Vec<u64>, Vec<ContactWrite>) = chunk.into_iter().unzip();
-            let outcomes = self.store().write_contacts(workspace, writes, Millis::now()).await?;
+            let chunk: Parsed = rows.by_ref().take(CHUNK_ROWS).collect();
+            let (numbers, writes): (Vec<u64>, Vec<ContactRow>) = chunk.into_iter().unzip();
+            let outcomes = self.store().write_contact_rows(workspace, writes, Millis::now()).await?;
             for (row, outcome) in numbers.into_iter().zip(outcomes) {
-                match outcome {
+                report.consents += outcome.consents.len() as u64;
+                match outcome.contact {
                     ContactWriteOutcome::Created(_) => report.created += 1,
                     ContactWriteOutcome::Updated(_) => report.updated += 1,
                     ContactWriteOutcome::Unchanged(_) => report.unchanged += 1,
@@ -318,10 +461,10 @@ mod tests {
                     +1 555,Bad,,\n\
                     \"+4915112345679,Broken\n";
         let mut report = ImportReport::default();
-        let parsed = parse_csv(file.as_bytes(), 0, &mut report).unwrap();
+        let parsed = parse_csv(file.as_bytes(), 0, &ImportOrigin::default(), &mut report).unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, 1);
-        let change = &parsed[0].1.change;
+        let change = &parsed[0].1.write.change;
         assert_eq!(change.tags.as_deref(), Some(&["vip".to_string(), "beta".to_string()][..]));
         assert_eq!(change.identities.as_ref().map(|i| i[0].to_string()).as_deref(), Some("sms:+4915112345678"));
         assert_eq!(report.rows, 3);
@@ -334,14 +477,16 @@ mod tests {
     #[test]
     fn unknown_columns_refuse_the_file() {
         let mut report = ImportReport::default();
-        let err = parse_csv(b"phone,email\n+4915112345678,a@b.c\n", 0, &mut report).unwrap_err();
+        let err =
+            parse_csv(b"phone,email\n+4915112345678,a@b.c\n", 0, &ImportOrigin::default(), &mut report).unwrap_err();
         assert!(err.to_string().contains("unknown column 'email'"), "{err}");
     }
 
     #[test]
     fn invalid_utf8_fails_its_row_only() {
         let mut report = ImportReport::default();
-        let parsed = parse_csv(b"phone,name\n+4915112345678,Jos\xe9\n+4915112345679,Ok\n", 10, &mut report).unwrap();
+        let file = b"phone,name\n+4915112345678,Jos\xe9\n+4915112345679,Ok\n";
+        let parsed = parse_csv(file, 10, &ImportOrigin::default(), &mut report).unwrap();
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, 12);
         assert_eq!(
@@ -351,6 +496,53 @@ mod tests {
                 code: "invalid_encoding",
                 detail: "the row is not valid UTF-8 (save the file as UTF-8)".into()
             }]
+        );
+    }
+
+    #[test]
+    fn consent_entries_are_checked_with_their_row() {
+        let origin = ImportOrigin {
+            caller: serde_json::json!({"api_key_id": "key_1"}).as_object().cloned().unwrap(),
+            file: Some("customers.csv".into()),
+        };
+        let file = "phone,consent\n\
+                    +4915112345678,sms:marketing:opted_in; *:*:opted_out\n\
+                    +4915112345679,sms:marketing\n\
+                    +4915112345680,fax:marketing:opted_in\n\
+                    +4915112345681,sms:Marketing:opted_in\n\
+                    +4915112345682,sms:marketing:yes\n\
+                    +4915112345683,\n";
+        let mut report = ImportReport::default();
+        let parsed = parse_csv(file.as_bytes(), 0, &origin, &mut report).unwrap();
+        assert_eq!(parsed.iter().map(|(row, r)| (*row, r.consents.len())).collect::<Vec<_>>(), [(1, 2), (6, 0)]);
+        let first = &parsed[0].1.consents;
+        assert_eq!(
+            (first[0].channel.as_str(), first[0].purpose.as_str(), first[0].status, first[0].source),
+            ("sms", "marketing", ConsentStatus::OptedIn, ConsentSource::Import)
+        );
+        assert_eq!((first[1].channel, &first[1].purpose), (ChannelScope::All, &PurposeScope::All));
+        assert_eq!(
+            first[0].evidence,
+            serde_json::json!({"api_key_id": "key_1", "import": {"row": 1, "file": "customers.csv"}})
+        );
+        assert_eq!(
+            report.errors.iter().map(|e| (e.row, e.code)).collect::<Vec<_>>(),
+            [(2, "invalid_consent"), (3, "invalid_consent"), (4, "invalid_consent"), (5, "invalid_consent")]
+        );
+
+        let lines = "{\"identities\": [\"sms:+4915112345678\"], \"consent\": [\"sms:*:opted_out\", \
+                     {\"channel\": \"*\", \"purpose\": \"marketing\", \"status\": \"opted_in\"}]}\n\
+                     {\"identities\": [\"sms:+4915112345679\"], \"consent\": \"sms:*:opted_out\"}\n\
+                     {\"identities\": [\"sms:+4915112345680\"], \"consent\": [{\"channel\": \"sms\"}]}\n\
+                     {\"identities\": [\"sms:+4915112345681\"], \"consent\": null}\n";
+        let mut report = ImportReport::default();
+        let parsed = parse_ndjson(lines.as_bytes(), 0, &ImportOrigin::default(), &mut report);
+        assert_eq!(parsed.iter().map(|(row, r)| (*row, r.consents.len())).collect::<Vec<_>>(), [(1, 2), (4, 0)]);
+        assert_eq!(parsed[0].1.consents[1].purpose.as_str(), "marketing");
+        assert_eq!(parsed[0].1.consents[0].evidence, serde_json::json!({"import": {"row": 1}}));
+        assert_eq!(
+            report.errors.iter().map(|e| (e.row, e.code)).collect::<Vec<_>>(),
+            [(2, "invalid_consent"), (3, "invalid_consent")]
         );
     }
 }

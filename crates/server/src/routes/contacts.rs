@@ -18,7 +18,9 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, Stat
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use parley_domain::{Channel, ContactId, Identity, Millis, Scope, TimeZoneSource};
-use parley_engine::contacts::{BodyKind, ContactError, ImportFormat, ImportReport, parse_change, parse_filter};
+use parley_engine::contacts::{
+    BodyKind, ContactError, ImportFormat, ImportOrigin, ImportReport, parse_change, parse_filter,
+};
 use parley_store::Contact;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -193,7 +195,7 @@ pub struct ImportRowErrorResource {
     pub row: u64,
     /// `malformed_row`, `invalid_encoding`, `malformed_json`, `missing_identity`,
     /// `invalid_identity`, `unknown_time_zone`, `invalid_locale`, `invalid_tag`,
-    /// `invalid_attributes`, `invalid_contact`, `identity_conflict`.
+    /// `invalid_attributes`, `invalid_contact`, `invalid_consent`, `identity_conflict`.
     pub code: &'static str,
     pub detail: String,
 }
@@ -207,6 +209,9 @@ pub struct ImportReportResource {
     /// Rows that matched their contact exactly (nothing written): a re-run of a file.
     pub unchanged: u64,
     pub failed: u64,
+    /// Consent records written (source `import`); an entry already in force writes none, so a
+    /// re-run writes none.
+    pub consents: u64,
     /// The first 1,000 refused rows.
     pub errors: Vec<ImportRowErrorResource>,
 }
@@ -219,6 +224,7 @@ impl From<ImportReport> for ImportReportResource {
             updated: r.updated,
             unchanged: r.unchanged,
             failed: r.failed,
+            consents: r.consents,
             errors: r
                 .errors
                 .into_iter()
@@ -455,14 +461,23 @@ pub struct ImportQuery {
     /// Added to every row number (for a file sent in parts).
     #[serde(default)]
     pub first_row: u64,
+    /// The file's name (up to 255 characters), kept in the evidence of the consent records the
+    /// import writes.
+    pub file: Option<String>,
 }
+
+/// Longest `file` name kept in consent evidence.
+const MAX_FILE_NAME_CHARS: usize = 255;
 
 /// Import contacts from CSV (`text/csv`) or NDJSON (`application/x-ndjson`), up to 50 MiB. Each
 /// row upserts the contact of its first identity; a bad row is reported and skipped, the others
 /// are imported; a re-run of the same file changes nothing. CSV columns: `sms`, `phone` (= sms),
 /// `whatsapp`, `rcs`, `webchat`, `name`, `locale`, `time_zone`, `tags` and `preferred_channels`
-/// (`;`-separated) and `attributes.<key>`; an unknown column refuses the file before anything is
-/// stored. NDJSON: one create body per line.
+/// (`;`-separated), `consent` (`;`-separated `<channel or *>:<purpose or *>:<opted_in or
+/// opted_out>`) and `attributes.<key>`; an unknown column refuses the file before anything is
+/// stored. NDJSON: one create body per line, and `consent` (entries as strings or `{channel,
+/// purpose, status}` objects). Each consent entry appends a record (source `import`) to the row's
+/// contact's ledger unless it is the consent in force already.
 #[utoipa::path(post, path = "/v1/contacts/import", tag = "contacts", params(ImportQuery),
     request_body(content = String, content_type = "text/csv"),
     responses(
@@ -480,6 +495,12 @@ async fn import_contacts(
     request: Request,
 ) -> ApiResult<axum::Json<ImportReportResource>> {
     auth.require(Scope::MessagesWrite)?;
+    if let Some(file) = &query.file
+        && (file.is_empty() || file.chars().count() > MAX_FILE_NAME_CHARS || file.chars().any(char::is_control))
+    {
+        let reason = format!("1 to {MAX_FILE_NAME_CHARS} characters, no control characters");
+        return Err(ApiError::new("validation_failed", format!("file: {reason}")).with_param("file", reason));
+    }
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let format = match essence.as_str() {
@@ -502,7 +523,11 @@ async fn import_contacts(
             ApiError::new("invalid_import", format!("the body could not be read: {rejection}"))
         }
     })?;
-    let report = state.engine.import_contacts(auth.workspace(), format, &body, query.first_row).await?;
+    // The evidence of the consent records names the key, as that of API calls does, and the file.
+    let mut caller = Map::new();
+    caller.insert("api_key_id".into(), serde_json::json!(auth.key.id));
+    let origin = ImportOrigin { caller, file: query.file };
+    let report = state.engine.import_contacts(auth.workspace(), format, &body, query.first_row, &origin).await?;
     Ok(axum::Json(report.into()))
 }
 

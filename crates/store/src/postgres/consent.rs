@@ -6,7 +6,8 @@ use crate::{Consent, ConsentStore, Result, StoreError};
 use async_trait::async_trait;
 use parley_domain::{Channel, ChannelAccountId, ConsentId, ContactId, Millis, Purpose, WorkspaceId};
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
+use std::collections::HashMap;
 
 macro_rules! consent_columns {
     () => {
@@ -30,57 +31,95 @@ fn consent(row: &PgRow) -> Result<Consent> {
     })
 }
 
+/// Insert the records in one statement on the caller's transaction, without their events (the
+/// caller records them, last: they take the feed lock). A record whose id is stored already is a
+/// `Conflict`.
+pub(super) async fn insert_consents(conn: &mut PgConnection, records: &[Consent]) -> Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut cols: [Vec<String>; 8] = Default::default();
+    let mut addresses = Vec::with_capacity(records.len());
+    let mut times = Vec::with_capacity(records.len());
+    for r in records {
+        let values = [
+            r.id.to_string(),
+            r.workspace_id.to_string(),
+            r.contact_id.to_string(),
+            r.channel.as_str().to_string(),
+            r.purpose.as_str().to_string(),
+            r.status.as_str().to_string(),
+            r.source.as_str().to_string(),
+            r.evidence.to_string(),
+        ];
+        for (col, value) in cols.iter_mut().zip(values) {
+            col.push(value);
+        }
+        addresses.push(r.address.clone());
+        times.push(r.recorded_at.0);
+    }
+    let [ids, workspaces, contacts, channels, purposes, statuses, sources, evidence] = cols;
+    sqlx::query(
+        "INSERT INTO consents (id, workspace_id, contact_id, channel, purpose, status, source, evidence, address, \
+         recorded_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[])",
+    )
+    .bind(ids)
+    .bind(workspaces)
+    .bind(contacts)
+    .bind(channels)
+    .bind(purposes)
+    .bind(statuses)
+    .bind(sources)
+    .bind(evidence)
+    .bind(addresses)
+    .bind(times)
+    .execute(conn)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict("a consent record with this id exists already".into())
+        }
+        other => other.into(),
+    })?;
+    Ok(())
+}
+
+/// The whole ledgers of `contacts`, in one query on the caller's transaction, by contact.
+pub(super) async fn ledgers(
+    conn: &mut PgConnection,
+    workspace: WorkspaceId,
+    contacts: &[ContactId],
+) -> Result<HashMap<ContactId, Vec<Consent>>> {
+    let mut out: HashMap<ContactId, Vec<Consent>> = HashMap::new();
+    if contacts.is_empty() {
+        return Ok(out);
+    }
+    let ids: Vec<String> = contacts.iter().map(ContactId::to_string).collect();
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        consent_columns!(),
+        " FROM consents AS r WHERE r.workspace_id = $1 AND r.contact_id = ANY($2) ORDER BY r.id"
+    ))
+    .bind(workspace.to_string())
+    .bind(&ids)
+    .fetch_all(conn)
+    .await?;
+    for row in &rows {
+        let record = consent(row)?;
+        out.entry(record.contact_id).or_default().push(record);
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl ConsentStore for PgStore {
     async fn append_consents(&self, records: Vec<Consent>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut cols: [Vec<String>; 8] = Default::default();
-        let mut addresses = Vec::with_capacity(records.len());
-        let mut times = Vec::with_capacity(records.len());
-        for r in &records {
-            let values = [
-                r.id.to_string(),
-                r.workspace_id.to_string(),
-                r.contact_id.to_string(),
-                r.channel.as_str().to_string(),
-                r.purpose.as_str().to_string(),
-                r.status.as_str().to_string(),
-                r.source.as_str().to_string(),
-                r.evidence.to_string(),
-            ];
-            for (col, value) in cols.iter_mut().zip(values) {
-                col.push(value);
-            }
-            addresses.push(r.address.clone());
-            times.push(r.recorded_at.0);
-        }
-        let [ids, workspaces, contacts, channels, purposes, statuses, sources, evidence] = cols;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO consents (id, workspace_id, contact_id, channel, purpose, status, source, evidence, address, \
-             recorded_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[])",
-        )
-        .bind(ids)
-        .bind(workspaces)
-        .bind(contacts)
-        .bind(channels)
-        .bind(purposes)
-        .bind(statuses)
-        .bind(sources)
-        .bind(evidence)
-        .bind(addresses)
-        .bind(times)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::Conflict("a consent record with this id exists already".into())
-            }
-            other => other.into(),
-        })?;
+        insert_consents(&mut tx, &records).await?;
         // Last: recording the events takes the feed lock.
         for r in &records {
             super::webhooks::insert_workspace_event(&mut tx, &crate::consent::consent_event(r)?).await?;

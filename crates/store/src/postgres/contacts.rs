@@ -11,17 +11,23 @@
 //! `.deleted`) in the same transaction. Recording events takes the feed lock, which must be the
 //! transaction's last lock: a transaction's events go in at its end, after every change, in one
 //! statement per table however many rows a chunk of an import changed ([`insert_events`]).
+//!
+//! An import chunk's consent records cost two statements whatever their number, and none for a
+//! chunk without: the ledgers of the rows' contacts are read in one query once every write is
+//! done, and the records appended in one insert, before the events (the rows' own in row order,
+//! each followed by its consent records').
 
 use super::PgStore;
 use super::rows::corrupt;
+use crate::consent::{consent_event, consents_to_append};
 use crate::contacts::{
     apply_write, channels_json, deleted_event, erased, merged, merged_event, parse_channels, parse_object, parse_tags,
     phone_siblings, resolve_target, tombstone, write_event, write_identities,
 };
 use crate::model::WORKSPACE_EVENT_KIND;
 use crate::{
-    Contact, ContactChange, ContactFilter, ContactStore, ContactTarget, ContactWrite, ContactWriteOutcome,
-    MergeOutcome, Result, StoreError, WorkspaceEvent,
+    Contact, ContactChange, ContactFilter, ContactRow, ContactRowOutcome, ContactStore, ContactTarget, ContactWrite,
+    ContactWriteOutcome, MergeOutcome, Result, StoreError, WorkspaceEvent,
 };
 use async_trait::async_trait;
 use parley_domain::{Channel, ContactId, Identity, Millis, TimeZoneSource, WorkspaceId};
@@ -409,23 +415,48 @@ impl ContactStore for PgStore {
         outcomes.pop().ok_or_else(|| StoreError::Database("no outcome for a contact write".into()))
     }
 
-    async fn write_contacts(
+    async fn write_contact_rows(
         &self,
         workspace: WorkspaceId,
-        writes: Vec<ContactWrite>,
+        rows: Vec<ContactRow>,
         now: Millis,
-    ) -> Result<Vec<ContactWriteOutcome>> {
+    ) -> Result<Vec<ContactRowOutcome>> {
         let mut tx = self.pool().begin().await?;
         lock_workspace(&mut tx, workspace).await?;
-        let mut outcomes = Vec::with_capacity(writes.len());
-        for write in &writes {
-            outcomes.push(write_one(&mut tx, workspace, write, now).await?);
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            outcomes.push(write_one(&mut tx, workspace, &row.write, now).await?);
         }
+        // The consent records, decided on the ledgers as they are now (under the contact lock).
+        let with_consents: Vec<ContactId> = rows
+            .iter()
+            .zip(&outcomes)
+            .filter(|(row, _)| !row.consents.is_empty())
+            .filter_map(|(_, outcome)| outcome.contact().map(|c| c.id))
+            .collect();
+        let mut ledgers = super::consent::ledgers(&mut tx, workspace, &with_consents).await?;
+        let mut events: Vec<WorkspaceEvent> = Vec::new();
+        let mut records = Vec::new();
+        let mut done = Vec::with_capacity(rows.len());
+        for (row, contact) in rows.iter().zip(outcomes) {
+            events.extend(write_event(&contact, now));
+            let consents = match contact.contact() {
+                Some(c) if !row.consents.is_empty() => {
+                    consents_to_append(workspace, c.id, ledgers.entry(c.id).or_default(), &row.consents, now)
+                }
+                _ => Vec::new(),
+            };
+            for record in &consents {
+                events.push(consent_event(record)?);
+            }
+            records.extend(consents.iter().cloned());
+            done.push(ContactRowOutcome { contact, consents });
+        }
+        super::consent::insert_consents(&mut tx, &records).await?;
         // Last: recording the events takes the feed lock.
-        let events: Vec<WorkspaceEvent> = outcomes.iter().filter_map(|o| write_event(o, now)).collect();
         insert_events(&mut tx, &events).await?;
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(done)
     }
 
     async fn delete_contact(&self, workspace: WorkspaceId, id: ContactId, now: Millis) -> Result<bool> {

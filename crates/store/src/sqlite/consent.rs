@@ -30,7 +30,9 @@ fn collect(mut rows: rusqlite::Rows<'_>) -> Result<Vec<Consent>> {
     Ok(out)
 }
 
-fn append(c: &Connection, records: &[Consent]) -> Result<()> {
+/// Insert the records, each with its event (`contact.opted_in` / `.opted_out`), on the caller's
+/// transaction.
+pub(super) fn append(c: &Connection, records: &[Consent]) -> Result<()> {
     let mut st = c.prepare_cached(&format!(
         "INSERT INTO consents ({CONSENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))?;
@@ -56,6 +58,14 @@ fn append(c: &Connection, records: &[Consent]) -> Result<()> {
         super::webhooks::insert_workspace_event(c, &crate::consent::consent_event(r)?)?;
     }
     Ok(())
+}
+
+/// The whole ledger of a contact, on the caller's transaction (one probe of `consents_contact`).
+pub(super) fn ledger(c: &Connection, workspace: WorkspaceId, contact: ContactId) -> Result<Vec<Consent>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {CONSENT_COLUMNS} FROM consents WHERE workspace_id = ?1 AND contact_id = ?2 ORDER BY id"
+    ))?;
+    collect(st.query(params![workspace.to_string(), contact.to_string()])?)
 }
 
 #[async_trait]

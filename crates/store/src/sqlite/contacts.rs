@@ -6,18 +6,20 @@
 //! write here they may run twice and depend on nothing but the database and their arguments.
 //!
 //! Each change is announced by its workspace event (`contact.created`, `.updated`, `.merged`,
-//! `.deleted`), recorded in the same transaction right after the change.
+//! `.deleted`), recorded in the same transaction right after the change. An import row's consent
+//! records follow its write there, with their own events.
 
 use super::SqliteStore;
 use super::rows::corrupt;
 use super::webhooks::insert_workspace_event;
+use crate::consent::consents_to_append;
 use crate::contacts::{
     apply_write, attribute_path, channels_json, deleted_event, erased, merged, merged_event, parse_channels,
     parse_object, parse_tags, phone_siblings, resolve_target, tombstone, write_event, write_identities,
 };
 use crate::{
-    Contact, ContactChange, ContactFilter, ContactStore, ContactTarget, ContactWrite, ContactWriteOutcome,
-    MergeOutcome, Result, StoreError,
+    Contact, ContactChange, ContactFilter, ContactRow, ContactRowOutcome, ContactStore, ContactTarget, ContactWrite,
+    ContactWriteOutcome, MergeOutcome, Result, StoreError,
 };
 use async_trait::async_trait;
 use parley_domain::{Channel, ContactId, Identity, Millis, TimeZoneSource, WorkspaceId};
@@ -213,6 +215,22 @@ fn write_one(
     Ok(outcome)
 }
 
+/// A row's write, then its consent records (only for a row that has some: one probe of the
+/// contact's ledger).
+fn write_row(conn: &Connection, workspace: WorkspaceId, row: &ContactRow, now: Millis) -> Result<ContactRowOutcome> {
+    let contact = write_one(conn, workspace, &row.write, now)?;
+    let consents = match contact.contact() {
+        Some(c) if !row.consents.is_empty() => {
+            let mut ledger = super::consent::ledger(conn, workspace, c.id)?;
+            let records = consents_to_append(workspace, c.id, &mut ledger, &row.consents, now);
+            super::consent::append(conn, &records)?;
+            records
+        }
+        _ => Vec::new(),
+    };
+    Ok(ContactRowOutcome { contact, consents })
+}
+
 fn merge(
     conn: &Connection,
     workspace: WorkspaceId,
@@ -340,13 +358,13 @@ impl ContactStore for SqliteStore {
         self.write(move |c| write_one(c, workspace, &write, now)).await
     }
 
-    async fn write_contacts(
+    async fn write_contact_rows(
         &self,
         workspace: WorkspaceId,
-        writes: Vec<ContactWrite>,
+        rows: Vec<ContactRow>,
         now: Millis,
-    ) -> Result<Vec<ContactWriteOutcome>> {
-        self.write(move |c| writes.iter().map(|w| write_one(c, workspace, w, now)).collect()).await
+    ) -> Result<Vec<ContactRowOutcome>> {
+        self.write(move |c| rows.iter().map(|row| write_row(c, workspace, row, now)).collect()).await
     }
 
     async fn delete_contact(&self, workspace: WorkspaceId, id: ContactId, now: Millis) -> Result<bool> {

@@ -254,6 +254,16 @@ pub async fn all_messages(app: &TestApp, query: &str) -> Vec<Value> {
     }
 }
 
+/// The id of the workspace's default account for `channel` (a sandbox account in tests).
+pub async fn default_account(app: &TestApp, channel: &str) -> String {
+    let accounts = get(app, "/v1/channel-accounts").await;
+    let found = accounts.json["data"]
+        .as_array()
+        .and_then(|all| all.iter().find(|a| a["channel"] == channel && a["is_default"] == true))
+        .unwrap_or_else(|| panic!("a default {channel} account: {accounts}"));
+    found["id"].as_str().expect("account id").to_string()
+}
+
 /// A sandbox SMS account of the app's workspace (not the default) that takes `latency_ms` to
 /// answer each send: to make timing deterministic (retries past a validity, cancel races).
 pub async fn slow_sms_account(app: &TestApp, latency_ms: u64) -> String {
