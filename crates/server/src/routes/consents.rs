@@ -60,7 +60,7 @@ pub fn policy_error(e: &PolicyError) -> ApiError {
 /// Evidence given with an API call is kept beside the key that made it; at most this big.
 const MAX_EVIDENCE_BYTES: usize = 4096;
 
-fn api_evidence(auth: &Auth, given: Option<serde_json::Value>) -> serde_json::Value {
+pub(crate) fn api_evidence(auth: &Auth, given: Option<serde_json::Value>) -> serde_json::Value {
     let mut evidence = serde_json::json!({"api_key_id": auth.key.id});
     if let Some(given) = given {
         evidence["given"] = given;

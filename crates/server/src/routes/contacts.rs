@@ -524,8 +524,10 @@ async fn import_contacts(
         }
     })?;
     // The evidence of the consent records names the key, as that of API calls does, and the file.
-    let mut caller = Map::new();
-    caller.insert("api_key_id".into(), serde_json::json!(auth.key.id));
+    let caller = match super::consents::api_evidence(&auth, None) {
+        Value::Object(caller) => caller,
+        _ => Map::new(),
+    };
     let origin = ImportOrigin { caller, file: query.file };
     let report = state.engine.import_contacts(auth.workspace(), format, &body, query.first_row, &origin).await?;
     Ok(axum::Json(report.into()))

@@ -169,15 +169,14 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
             Some(validate_route(steps, &name)?)
         }
     };
-    let content = match (req.content, &route) {
-        (Some(content), _) => content,
-        (None, Some(steps)) if steps.iter().all(|s| s.content.is_some()) => {
-            steps[0].content.clone().unwrap_or_else(|| Content::text("-"))
-        }
-        (None, _) => {
-            return Err(ApiError::new("validation_failed", "content: missing field `content`")
-                .with_param(name("content"), "missing field `content`"));
-        }
+    // Without its own `content`, a route whose every step has content sends the first step's.
+    let first_own = route
+        .as_ref()
+        .filter(|steps| steps.iter().all(|s| s.content.is_some()))
+        .and_then(|steps| steps[0].content.clone());
+    let Some(content) = req.content.or(first_own) else {
+        return Err(ApiError::new("validation_failed", "content: missing field `content`")
+            .with_param(name("content"), "missing field `content`"));
     };
     let choice = match (req.channel, &route) {
         (Some(choice), _) => choice,
@@ -220,15 +219,15 @@ fn validate(req: SendMessageRequest, prefix: &str) -> Result<SendSpec, ApiError>
         }
     }
     let mut invalid = Invalid::default();
-    // A step with its own content sends that; the message's content goes on the others.
-    let content_is_used = route.as_ref().is_none_or(|steps| steps.iter().any(|s| s.content.is_none()));
+    // The channels the message's own content goes on: the chosen one (none for `auto`), or the
+    // route's steps without content of their own.
+    let carried_on: Vec<Channel> = match &route {
+        Some(steps) => steps.iter().filter(|s| s.content.is_none()).map(|s| s.channel).collect(),
+        None => chosen.into_iter().collect(),
+    };
     if let Err(e) = content.validate() {
         invalid.add(name(&format!("content.{}", e.field)), e.reason);
-    } else if let Some(step) = route.iter().flatten().find(|s| s.content.is_none() && !content.supported_on(s.channel))
-    {
-        let detail = format!("{} content cannot be sent on {}", content.kind(), step.channel.as_str());
-        return Err(ApiError::new("content_not_supported", detail.clone()).with_param(name("content"), detail));
-    } else if route.is_none() && content_is_used && chosen.is_some() && !content.supported_on(channel) {
+    } else if let Some(channel) = carried_on.into_iter().find(|c| !content.supported_on(*c)) {
         let detail = format!("{} content cannot be sent on {}", content.kind(), channel.as_str());
         return Err(ApiError::new("content_not_supported", detail.clone()).with_param(name("content"), detail));
     }

@@ -314,8 +314,8 @@ pub(super) async fn record_receipts(pool: &PgPool, receipts: Vec<Receipt>) -> Re
 
     // The newest outbound message with each (account, provider id): providers may reuse ids.
     let rows = sqlx::query(
-        "SELECT DISTINCT ON (channel_account_id, provider_message_id) id, channel_account_id, provider_message_id \
-         FROM messages WHERE direction = 'outbound' AND (channel_account_id, provider_message_id) IN \
+        "SELECT DISTINCT ON (channel_account_id, provider_message_id) id, channel_account_id, provider_message_id, \
+         route IS NOT NULL AS routed FROM messages WHERE direction = 'outbound' AND (channel_account_id, provider_message_id) IN \
          (SELECT * FROM UNNEST($1::text[], $2::text[])) \
          ORDER BY channel_account_id, provider_message_id, id DESC",
     )
@@ -324,8 +324,13 @@ pub(super) async fn record_receipts(pool: &PgPool, receipts: Vec<Receipt>) -> Re
     .fetch_all(&mut *tx)
     .await?;
     let mut matches: HashMap<(String, String), MessageId> = HashMap::new();
+    // Messages on a route: a receipt that fails their step makes their job due.
+    let mut routed: BTreeSet<MessageId> = BTreeSet::new();
     for row in &rows {
         let id = rows::parse_message_id(&row.try_get::<String, _>("id")?)?;
+        if row.try_get::<bool, _>("routed")? {
+            routed.insert(id);
+        }
         matches.insert((row.try_get("channel_account_id")?, row.try_get("provider_message_id")?), id);
     }
     // Receipts for route steps their messages have left (rare: looked up only when some match
@@ -358,14 +363,17 @@ pub(super) async fn record_receipts(pool: &PgPool, receipts: Vec<Receipt>) -> Re
         .iter()
         .map(ToString::to_string)
         .collect();
-    // The jobs of these messages first (the lock order of `queue`): a receipt that fails a route
-    // step makes its message's job due, to move on.
-    sqlx::query(
-        "SELECT message_id FROM dispatch_jobs WHERE message_id = ANY($1::text[]) ORDER BY message_id FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    // The jobs of routed messages (and of split ones, whose last part's receipt may fail a step)
+    // first, the lock order of `queue`: a receipt that fails a route step makes the job due.
+    let jobs: Vec<String> = routed.iter().chain(part_of.values()).map(ToString::to_string).collect();
+    if !jobs.is_empty() {
+        sqlx::query(
+            "SELECT message_id FROM dispatch_jobs WHERE message_id = ANY($1::text[]) ORDER BY message_id FOR UPDATE",
+        )
+        .bind(&jobs)
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     let mut timeline = Timeline::new(rows::lock_messages(&mut tx, &ids).await?);
     let with_parts: Vec<String> = part_of.values().collect::<BTreeSet<_>>().iter().map(ToString::to_string).collect();
     let mut parts = Parts::load(&mut tx, &with_parts).await?;
