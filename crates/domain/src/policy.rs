@@ -316,6 +316,20 @@ pub enum CapAction {
     Defer,
 }
 
+/// Who keeps the WhatsApp customer-service window (free-form messages only within 24 hours of
+/// the customer's last message to the number).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WhatsappWindowMode {
+    /// Parley refuses free-form content to a number that has not written to the WhatsApp number
+    /// in the last 24 hours (`whatsapp_window_closed`), before anything reaches Meta.
+    #[default]
+    Enforce,
+    /// Parley does not check: Meta decides, and a closed window fails the message with Meta's
+    /// 131047. For businesses whose customers also write through systems Parley does not see.
+    Provider,
+}
+
 /// A workspace's messaging policy (`GET/PATCH /v1/messaging-policy`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -331,6 +345,8 @@ pub struct MessagingPolicy {
     pub opt_out_reply: String,
     /// Sent once when a contact opts back in by keyword.
     pub opt_in_reply: String,
+    /// Whether Parley enforces the WhatsApp customer-service window itself.
+    pub whatsapp_window: WhatsappWindowMode,
 }
 
 fn words(list: &[&str]) -> Vec<String> {
@@ -366,6 +382,7 @@ impl Default for MessagingPolicy {
             help_text: "Reply STOP to unsubscribe, START to subscribe again.".into(),
             opt_out_reply: "You are unsubscribed and will receive no more messages. Reply START to resubscribe.".into(),
             opt_in_reply: "You are subscribed again. Reply STOP to unsubscribe, HELP for help.".into(),
+            whatsapp_window: WhatsappWindowMode::Enforce,
         }
     }
 }

@@ -239,10 +239,10 @@ impl Engine {
                 at = at.max(Millis::from_timestamp(open));
             }
         }
-        // The WhatsApp window, when the message would actually go. Parley tracks it for the
-        // contacts it knows; a recipient it has never seen goes to Meta, which decides.
+        // The WhatsApp window, when the message would actually go, per WhatsApp number and
+        // customer (unless the workspace leaves it to Meta).
         if send.channel == Channel::Whatsapp
-            && send.contact.is_some()
+            && policy.whatsapp_window == policy::WhatsappWindowMode::Enforce
             && !matches!(send.content, Content::Template { .. })
         {
             let last = self.store().last_inbound_at(send.account, send.to).await?;

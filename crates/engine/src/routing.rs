@@ -2,10 +2,11 @@
 //!
 //! The contact's preferred channels come first, in its order, then WhatsApp, RCS, SMS and web
 //! chat. A channel is passed over when the contact has no address on it, the content cannot be
-//! sent on it, the workspace has no account for it, or (WhatsApp, free-form content) the
-//! customer's last message to the account is more than 24 hours old. The first one left is used,
-//! and the message's `accepted` event says which and why the channels before it were passed over;
-//! the channels left after it become its fallback route, each step moving on when it fails.
+//! sent on it, the workspace has no account for it, or (WhatsApp, free-form content, unless the
+//! workspace leaves the window to Meta) the customer's last message to the account is more than
+//! 24 hours old. The first one left is used, and the message's `accepted` event says which and
+//! why the channels before it were passed over; the channels left after it become its fallback
+//! route, each step moving on when it fails.
 //!
 //! An explicit `route` lists the steps itself (see `parley_domain::route`); [`Engine::plan_route`]
 //! resolves each step's account and address and applies the messaging policy to each: a step the
@@ -15,7 +16,7 @@
 
 use crate::policy::{PolicyError, Refusal, SendCheck, Verdict};
 use crate::{Engine, Result, RouteStepSpec, SendSpec};
-use parley_domain::policy::MessagingPolicy;
+use parley_domain::policy::{MessagingPolicy, WhatsappWindowMode};
 use parley_domain::{Address, Channel, Content, Millis, Route, RouteStep, WorkspaceId};
 use parley_store::Contact;
 use serde_json::{Map, Value, json};
@@ -49,6 +50,7 @@ impl Engine {
         let contact = self.contact(workspace, id).await?.ok_or_else(|| PolicyError::ContactNotFound(id.to_string()))?;
         let mut order = contact.preferred_channels.clone();
         order.extend(DEFAULT_ORDER.iter().filter(|c| !contact.preferred_channels.contains(c)));
+        let enforce_window = self.messaging_policy(workspace).await?.whatsapp_window == WhatsappWindowMode::Enforce;
         let mut passed_over = Map::new();
         let mut usable = Vec::new();
         for channel in order {
@@ -60,7 +62,9 @@ impl Engine {
                     match self.inner.registry.resolve(self.store().as_ref(), workspace, channel, None).await {
                         Err(_) => Some("no_channel_account"),
                         Ok(entry)
-                            if channel == Channel::Whatsapp && !matches!(spec.content, Content::Template { .. }) =>
+                            if channel == Channel::Whatsapp
+                                && enforce_window
+                                && !matches!(spec.content, Content::Template { .. }) =>
                         {
                             let last = self.store().last_inbound_at(entry.account.id, &address).await?;
                             let at = spec.send_at.unwrap_or_else(Millis::now);

@@ -135,6 +135,7 @@ async fn bad_accounts_are_refused_naming_the_field(backend: Backend) {
 
 async fn a_new_default_account_takes_its_channels_sends(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let old_default = get(&app, "/v1/channel-accounts").await.json["data"]
         .as_array()
         .unwrap()

@@ -425,8 +425,13 @@ async fn the_whatsapp_window_closes_exactly_24_hours_after_the_last_message(back
     create_contact(&app, &[&format!("whatsapp:{silent}")], None).await;
     let a = post(&app, "/v1/messages", &text_to("whatsapp", silent, "Hello")).await;
     assert_recorded_rejected(&app, &a, "whatsapp_window_closed").await;
+    // A number Parley has never seen: refused all the same.
+    let stranger = "+12025550184";
+    let a = post(&app, "/v1/messages", &text_to("whatsapp", stranger, "Hello")).await;
+    assert_recorded_rejected(&app, &a, "whatsapp_window_closed").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fake.requests_to(silent).is_empty(), "nothing reached Meta");
+    assert!(fake.requests_to(stranger).is_empty(), "nothing reached Meta");
     app.finish().await;
 }
 

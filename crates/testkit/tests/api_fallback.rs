@@ -74,6 +74,7 @@ fn expect_fallen_back_to_sms(m: &Value, reason: &str) {
 
 async fn a_failed_whatsapp_step_falls_back_to_sms(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let whatsapp = whatsapp_account(&app, "permanent_failure").await;
     let accepted = send(&app, &route_body(&whatsapp, json!({"when": "failed"}))).await;
     assert_eq!((accepted.json_str("channel"), accepted.json_str("status")), ("whatsapp", "queued"));
@@ -100,6 +101,7 @@ async fn a_failed_whatsapp_step_falls_back_to_sms(backend: Backend) {
 
 async fn an_undelivered_whatsapp_step_falls_back_and_each_step_keeps_its_provider_id(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let whatsapp = whatsapp_account(&app, "undeliverable").await;
     let body = route_body(&whatsapp, json!({"when": "not_delivered", "within_seconds": 3600}));
     let id = id_of(&send(&app, &body).await);
@@ -127,6 +129,7 @@ fn first_step(m: &Value) -> (ChannelAccountId, String) {
 
 async fn not_delivered_within_60_seconds_falls_back_once_and_a_late_receipt_changes_nothing(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let whatsapp = whatsapp_account(&app, "no_receipt").await;
     let body = route_body(&whatsapp, json!({"when": "not_delivered", "within_seconds": 60}));
     let id = id_of(&send(&app, &body).await);
@@ -178,6 +181,7 @@ async fn not_delivered_within_60_seconds_falls_back_once_and_a_late_receipt_chan
 
 async fn a_fallback_wait_survives_a_restart(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let whatsapp = whatsapp_account(&app, "no_receipt").await;
     let body = route_body(&whatsapp, json!({"when": "not_delivered", "within_seconds": 60}));
     let id = id_of(&send(&app, &body).await);

@@ -132,6 +132,7 @@ async fn pagination_is_stable_under_concurrent_inserts(backend: Backend) {
 
 async fn list_filters(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let de = id_of(&send(&app, &text_to("sms", "+49 151 23456789", "de")).await);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let failing = id_of(&send(&app, &text_to("sms", "+12025550101", "fails")).await);
@@ -340,6 +341,7 @@ async fn cancel_racing_the_dispatcher_never_sends_a_canceled_message(backend: Ba
 
 async fn message_events_feed_follows_every_event(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let start = app.get_json("/v1/message-events?from=now").await;
     assert_eq!(start["data"], json!([]));
     let cursor = start["next_cursor"].as_str().expect("the feed always has a cursor").to_string();

@@ -87,6 +87,7 @@ async fn send_normalises_the_number_and_the_message_is_delivered(backend: Backen
 
 async fn every_channel_reaches_its_last_receipt(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let mut sent = Vec::new();
     for (channel, to) in
         [("whatsapp", "+12025550150"), ("rcs", "+1 202-555-0151"), ("webchat", "visitor-42"), ("sms", "+12025550152")]
@@ -116,6 +117,7 @@ async fn every_channel_reaches_its_last_receipt(backend: Backend) {
 
 async fn metadata_and_client_reference_round_trip(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let metadata = json!({"order": "A-17", "ünïcødé": "✓ 日本語", "empty_value": ""});
     let body = json!({
         "to": "+12025550150", "channel": "whatsapp", "content": {"type": "text", "text": "Shipped 📦"},
@@ -182,6 +184,7 @@ async fn template_and_media_content_are_accepted(backend: Backend) {
 
 async fn batch_answers_per_item(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let body = json!({"messages": [
         text_to("sms", "+12025550150", "zero"),
         text_to("sms", "12345", "one"),
@@ -402,6 +405,7 @@ async fn concurrent_requests_with_one_key_create_one_message(backend: Backend) {
 
 async fn content_without_its_type_is_read_from_its_fields(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     // The body a plain client (and the shared HTTP benchmark) sends: no `type` in `content`.
     let m = send(
         &app,
@@ -427,6 +431,7 @@ async fn content_without_its_type_is_read_from_its_fields(backend: Backend) {
 
 async fn content_a_channel_cannot_carry_is_refused(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let refused = [
         ("sms", json!({"type": "template", "name": "order_shipped", "language": "en"})),
         ("sms", json!({"type": "location", "latitude": 52.52, "longitude": 13.40})),
@@ -453,6 +458,7 @@ async fn content_a_channel_cannot_carry_is_refused(backend: Backend) {
 
 async fn a_reaction_to_a_parley_message_names_its_provider_id(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let first = id_of(&send(&app, &text_to("whatsapp", "+12025550150", "Your order shipped")).await);
     let sent = app.wait_for_status(&first, &["delivered", "read"], WAIT).await;
     let provider_id = sent["provider_message_id"].as_str().expect("provider id").to_string();
@@ -476,6 +482,7 @@ async fn a_reaction_to_a_parley_message_names_its_provider_id(backend: Backend) 
 
 async fn sms_show_their_segments_and_encoding(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let cases = [
         ("Your code is 123456", 1, "gsm7"),
         (&"a".repeat(160)[..], 1, "gsm7"),

@@ -245,6 +245,7 @@ async fn events_of_sent_messages_arrive_in_order_with_the_message_as_it_was(back
 
 async fn type_and_channel_filters(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let mut delivered = SseClient::of(&app, "?types=message.delivered").await;
     let mut whatsapp = SseClient::of(&app, "?types=message.*&channel=whatsapp").await;
     let mut ended = SseClient::of(&app, "?types=message.sent,%20message.failed&channel=sms,rcs").await;

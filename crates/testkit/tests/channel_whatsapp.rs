@@ -62,6 +62,7 @@ async fn all(app: &TestApp) -> Vec<Value> {
 
 async fn text_and_template_are_delivered_then_read_through_signed_status_webhooks(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let fake = FakeGraph::start().await;
     let (account, _) = whatsapp_account(&app, &fake).await;
 
@@ -218,6 +219,13 @@ async fn outside_the_window_fails_the_message_with_its_code(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
     let fake = FakeGraph::start().await;
     whatsapp_account(&app, &fake).await;
+    // By default Parley keeps the window itself: this customer never wrote, so free-form text is
+    // refused before anything reaches Meta.
+    let refused = post(&app, "/v1/messages", &text_to("whatsapp", magic::WINDOW_CLOSED, "are you there?")).await;
+    refused.problem(422, "whatsapp_window_closed");
+    assert!(fake.requests_to(magic::WINDOW_CLOSED).is_empty());
+    // Left to Meta, the send goes out and fails with Meta's code.
+    leave_whatsapp_window_to_meta(&app).await;
     let id = id_of(&send(&app, &text_to("whatsapp", magic::WINDOW_CLOSED, "are you there?")).await);
     let m = app.wait_for_status(&id, &["failed"], WAIT).await;
     assert_timeline_contiguous(&m);
@@ -237,6 +245,7 @@ async fn outside_the_window_fails_the_message_with_its_code(backend: Backend) {
 
 async fn an_undeliverable_recipient_fails_now_or_later_with_its_code(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let fake = FakeGraph::start().await;
     whatsapp_account(&app, &fake).await;
     let now = id_of(&send(&app, &text_to("whatsapp", magic::UNDELIVERABLE, "hi")).await);
@@ -255,6 +264,7 @@ async fn an_undeliverable_recipient_fails_now_or_later_with_its_code(backend: Ba
 
 async fn a_throughput_limit_is_waited_out_and_the_message_sent(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let fake = FakeGraph::start().await;
     whatsapp_account(&app, &fake).await;
     let id = id_of(&send(&app, &text_to("whatsapp", magic::RATE_LIMITED_ONCE, "hi")).await);

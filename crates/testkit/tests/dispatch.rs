@@ -94,6 +94,7 @@ async fn transient_failures_are_retried_with_backoff(backend: Backend) {
 
 async fn retry_after_is_honoured(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let id = id_of(&send(&app, &text_to("whatsapp", "+12025550103", "slow down")).await);
     let m = app.wait_for_status(&id, &["read"], WAIT).await;
     assert_timeline_contiguous(&m);
@@ -128,6 +129,7 @@ async fn undeliverable_ends_undelivered(backend: Backend) {
 
 async fn out_of_order_receipts_never_move_the_state_back(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let wa = id_of(&send(&app, &text_to("whatsapp", "+12025550105", "ooo")).await);
     let sms = id_of(&send(&app, &text_to("sms", "+12025550105", "ooo")).await);
     let web = id_of(&send(&app, &text_to("webchat", "sandbox-out-of-order", "ooo")).await);
@@ -184,6 +186,7 @@ async fn no_receipt_stays_sent(backend: Backend) {
 
 async fn scheduled_messages_wait_for_send_at(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     let send_at = rfc3339::format(rfc3339::now() + 1_500);
     let body = json!({"to": "+12025550150", "channel": "whatsapp", "content": {"type": "text", "text": "soon"},
         "send_at": send_at});
@@ -263,6 +266,7 @@ async fn retries_that_would_outlive_the_validity_expire(backend: Backend) {
 
 async fn every_message_is_handed_over_at_most_once(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
+    leave_whatsapp_window_to_meta(&app).await;
     // (recipient, web chat visitor, accepted by the sandbox in the end, final state off SMS)
     let cases: [(&str, &str, bool, &[&str]); 9] = [
         ("+12025550150", "visitor-1", true, &["read"]),

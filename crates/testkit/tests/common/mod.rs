@@ -290,3 +290,12 @@ pub async fn sandbox_sms_account(
     assert_eq!(created.status, 201, "create the sandbox account: {created}");
     created.json["id"].as_str().expect("account id").to_string()
 }
+
+/// Leave the WhatsApp customer-service window to Meta (messaging policy `whatsapp_window:
+/// "provider"`): for tests about something else that send free-form WhatsApp text to numbers
+/// that never wrote, which Parley otherwise refuses with `whatsapp_window_closed`.
+pub async fn leave_whatsapp_window_to_meta(app: &TestApp) {
+    let body = json!({"whatsapp_window": "provider"});
+    let answer = call(app, Method::PATCH, "/v1/messaging-policy", Some(&body)).await;
+    assert_eq!(answer.status, 200, "leave the WhatsApp window to Meta: {answer}");
+}
