@@ -59,7 +59,7 @@ impl DispatchCounters {
         let counter = match kind {
             OutcomeKind::Sent { .. } => &self.sent,
             OutcomeKind::Retry { .. } => &self.retried,
-            OutcomeKind::Failed { .. } => &self.failed,
+            OutcomeKind::Failed { .. } | OutcomeKind::Rejected { .. } => &self.failed,
             OutcomeKind::Expired { .. } => &self.expired,
             OutcomeKind::Release { .. } => &self.released,
         };
@@ -162,6 +162,14 @@ async fn send_one(engine: &Engine, job: ClaimedJob) -> DispatchOutcome {
             return outcome(OutcomeKind::Release { due_at: Millis::now().plus_seconds(1) });
         }
     };
+    match engine.consent_withdrawn(m, job.consent_changed_at).await {
+        Ok(None) => {}
+        Ok(Some(error)) => return outcome(OutcomeKind::Rejected { error }),
+        Err(e) => {
+            tracing::warn!(error = %e, message = %m.id, "cannot read the consent ledger; giving the job back");
+            return outcome(OutcomeKind::Release { due_at: Millis::now().plus_seconds(1) });
+        }
+    }
     let send_by = job.lease_until.plus_millis(-LEASE_MARGIN_MS);
     let _permit = match wait_for_slot(engine, &entry, send_by).await {
         Ok(permit) => permit,
@@ -276,7 +284,10 @@ async fn outcome_writer(engine: Engine, mut rx: mpsc::UnboundedReceiver<(Channel
                     }
                     engine.inner.metrics.record_events(&tally);
                     // A failed step of a route has its job due now, to move on.
-                    if batch.iter().any(|(_, o)| matches!(o.kind, OutcomeKind::Failed { .. })) {
+                    if batch
+                        .iter()
+                        .any(|(_, o)| matches!(o.kind, OutcomeKind::Failed { .. } | OutcomeKind::Rejected { .. }))
+                    {
                         engine.inner.work_ready.notify_one();
                     }
                     break;
@@ -300,6 +311,7 @@ fn event_of(kind: &OutcomeKind) -> Option<EventKind> {
         OutcomeKind::Sent { .. } => Some(EventKind::Sent),
         OutcomeKind::Retry { .. } => Some(EventKind::AttemptFailed),
         OutcomeKind::Failed { .. } => Some(EventKind::Failed),
+        OutcomeKind::Rejected { .. } => Some(EventKind::Rejected),
         OutcomeKind::Expired { .. } => Some(EventKind::Expired),
         OutcomeKind::Release { .. } => None,
     }

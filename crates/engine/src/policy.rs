@@ -262,6 +262,47 @@ impl Engine {
         Ok(if at > send.at { Verdict::Hold(at) } else { Verdict::Go })
     }
 
+    /// Check a claimed message's consent again, just before it is handed over, when its contact's
+    /// ledger changed after it was accepted (`consent_changed_at`, from the claim): an opt-out
+    /// recorded meanwhile (a STOP, an API call, an import) must stop messages already waiting, as
+    /// carriers' opt-out rules require. The error to reject it with, if consent no longer allows it.
+    ///
+    /// The comparison is strict: a record of the same millisecond as the acceptance was already
+    /// seen by it (the keyword confirmation is accepted right after the opt-out it confirms).
+    pub(crate) async fn consent_withdrawn(
+        &self,
+        message: &Message,
+        consent_changed_at: Option<Millis>,
+    ) -> Result<Option<parley_domain::ErrorInfo>> {
+        let (Some(contact), Some(changed)) = (message.contact_id, consent_changed_at) else { return Ok(None) };
+        if changed <= message.created_at {
+            return Ok(None);
+        }
+        let records = self.store().list_consents(message.workspace_id, contact, None, None).await?;
+        let purpose = message.purpose.clone().unwrap_or_else(Purpose::transactional);
+        let channel = message.channel.as_str();
+        Ok(match policy::check_consent(&records, message.channel, &purpose) {
+            Ok(()) => None,
+            Err(ConsentRefusal::OptedOut) => Some(parley_domain::ErrorInfo {
+                code: Refusal::RecipientOptedOut.code().into(),
+                detail: format!(
+                    "the recipient opted out of {} messages on {channel} after this message was accepted; it was not sent",
+                    purpose.as_str()
+                ),
+                permanent: true,
+            }),
+            Err(ConsentRefusal::ConsentRequired) => Some(parley_domain::ErrorInfo {
+                code: Refusal::ConsentRequired.code().into(),
+                detail: format!(
+                    "the recipient's opt-in to {} messages on {channel} was withdrawn after this message was accepted; \
+                     it was not sent",
+                    purpose.as_str()
+                ),
+                permanent: true,
+            }),
+        })
+    }
+
     /// Act on an inbound message that is a keyword: record the consent it gives or takes, then
     /// answer it once (the answer's idempotency key is derived from the inbound message's id).
     /// Called for messages stored now only, so a provider's repeated delivery answers nothing.

@@ -141,6 +141,10 @@ pub struct ClaimedJob {
     /// 1 for the first claim, +1 for every claim after (released jobs give theirs back).
     pub attempt: i32,
     pub lease_until: Millis,
+    /// When the consent ledger of the message's contact last changed (none: no contact, or no
+    /// record). A change after the message was accepted means the dispatcher must check consent
+    /// again before sending: an opt-out applies to messages already waiting.
+    pub consent_changed_at: Option<Millis>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -177,6 +181,10 @@ pub enum OutcomeKind {
     Failed { error: ErrorInfo },
     /// Out of validity before it could be sent: `expired` event with the error, job deleted.
     Expired { error: ErrorInfo },
+    /// Refused by Parley before the hand-off (the recipient opted out after acceptance):
+    /// `rejected` event with the error, job deleted; a route's step with a next one moves on,
+    /// as after `Failed`.
+    Rejected { error: ErrorInfo },
     /// Not attempted (rate limit, shutdown): no event; job due at `due_at`, lease cleared, and
     /// the claim's attempt given back (attempt − 1).
     Release { due_at: Millis },

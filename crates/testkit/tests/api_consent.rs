@@ -28,6 +28,7 @@ on_both_backends!(
     a_send_may_name_a_contact_instead_of_an_address,
     the_policy_is_validated_and_merge_patched,
     consent_changes_reach_webhooks_as_contact_events,
+    an_opt_out_stops_messages_already_waiting,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -655,5 +656,70 @@ async fn consent_changes_reach_webhooks_as_contact_events(backend: Backend) {
         (event["data"]["consent"]["source"].as_str(), event["data"]["consent"]["purpose"].as_str()),
         (Some("api"), Some("marketing"))
     );
+    app.finish().await;
+}
+
+async fn an_opt_out_stops_messages_already_waiting(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let customer = "+12025550176";
+    let bystander = "+12025550177";
+    let contact = create_contact(&app, &[&format!("sms:{customer}"), &format!("rcs:{customer}")], None).await;
+    create_contact(&app, &[&format!("sms:{bystander}")], None).await;
+    let r = post(
+        &app,
+        &format!("/v1/contacts/{contact}/consents"),
+        &json!({"channel": "sms", "purpose": "marketing", "status": "opted_in"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{r}");
+    // Three messages wait for an hour from now: a marketing SMS, a transactional SMS with an RCS
+    // step after it, and one to somebody else.
+    let in_an_hour = Millis(Millis::now().0 + 3_600_000).to_string();
+    let waiting = |to: &str, purpose: &str| {
+        json!({"to": to, "channel": "sms", "purpose": purpose, "send_at": in_an_hour,
+               "respect_quiet_hours": false, "content": {"type": "text", "text": "Your order"}})
+    };
+    let marketing = id_of(&send(&app, &waiting(customer, "marketing")).await);
+    let routed = json!({"to": customer, "purpose": "transactional", "send_at": in_an_hour,
+                        "content": {"type": "text", "text": "Your parcel is here"},
+                        "route": [{"channel": "sms"}, {"channel": "rcs"}]});
+    let routed = id_of(&send(&app, &routed).await);
+    let other = id_of(&send(&app, &waiting(bystander, "transactional")).await);
+    for id in [&marketing, &routed, &other] {
+        assert_eq!(message(&app, id).await["status"], "scheduled");
+    }
+    // The customer writes STOP on SMS meanwhile; the confirmation still goes.
+    let sms = default_account(&app, "sms").await;
+    let stop = post(
+        &app,
+        &format!("/v1/channel-accounts/{sms}/simulate-inbound"),
+        &json!({"from": customer, "content": {"type": "text", "text": "stop!"}}),
+    )
+    .await;
+    assert_eq!(stop.status, 201, "{stop}");
+    wait_for_ledger(&app, &contact, 2).await;
+    let reply = wait_for_outbound(&app, customer, 3).await;
+    let reply = reply.iter().find(|m| ![&marketing, &routed].contains(&&id_of(m))).expect("the confirmation");
+    app.wait_for_status(&id_of(reply), &["delivered"], WAIT).await;
+    // The hour passes.
+    app.engine.config().clock.advance(Duration::from_secs(3601));
+    let m = app.wait_for_status(&marketing, &["rejected"], WAIT).await;
+    assert_timeline_contiguous(&m);
+    assert_eq!(kinds(&m), ["accepted", "scheduled", "queued", "sending", "rejected"], "{m:#}");
+    assert_eq!(m["error"]["code"], "recipient_opted_out");
+    assert_eq!(m["error"]["permanent"], true);
+    assert_eq!(ledger_count(&app, &marketing), 0, "never handed to a provider");
+    // The routed message leaves its SMS step refused and goes on RCS, which STOP on SMS does not
+    // cover.
+    let m = app.wait_for_status(&routed, &["delivered", "read"], WAIT).await;
+    assert_timeline_contiguous(&m);
+    assert_eq!(m["channel"], "rcs");
+    let refused = event(&m, "rejected", 0);
+    assert_eq!((refused["applied"].as_bool(), refused["details"]["falls_back"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(refused["error"]["code"], "recipient_opted_out");
+    assert_eq!(m["route"]["steps"][0]["error"]["code"], "recipient_opted_out", "{m:#}");
+    assert_eq!(ledger_count(&app, &routed), 1, "only the RCS step was handed over");
+    // Somebody else's message goes as planned.
+    app.wait_for_status(&other, &["delivered"], WAIT).await;
     app.finish().await;
 }

@@ -162,12 +162,45 @@ pub(super) async fn claim_jobs(
         .await?;
     }
     timeline.flush(&mut tx).await?;
+    let consent_changes = latest_consents_at(&mut tx, &timeline, &held).await?;
     tx.commit().await?;
     batch.jobs = held
         .into_iter()
-        .filter_map(|(id, attempt)| timeline.message(id).map(|message| ClaimedJob { message, attempt, lease_until }))
+        .filter_map(|(id, attempt)| {
+            timeline.message(id).map(|message| {
+                let consent_changed_at =
+                    message.contact_id.and_then(|contact| consent_changes.get(&contact.to_string()).copied());
+                ClaimedJob { message, attempt, lease_until, consent_changed_at }
+            })
+        })
         .collect();
     Ok(batch)
+}
+
+/// When the consent ledgers of the claimed messages' contacts last changed, by contact id.
+async fn latest_consents_at(
+    conn: &mut PgConnection,
+    timeline: &Timeline,
+    held: &[(MessageId, i32)],
+) -> Result<HashMap<String, Millis>> {
+    let (workspaces, contacts): (Vec<String>, Vec<String>) = held
+        .iter()
+        .filter_map(|(id, _)| timeline.get(*id))
+        .filter_map(|m| m.contact_id.map(|contact| (m.workspace_id.to_string(), contact.to_string())))
+        .unzip();
+    if contacts.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.contact_id, MAX(c.recorded_at) FROM consents AS c \
+         JOIN UNNEST($1::text[], $2::text[]) AS u(workspace_id, contact_id) \
+         ON c.workspace_id = u.workspace_id AND c.contact_id = u.contact_id GROUP BY c.contact_id",
+    )
+    .bind(workspaces)
+    .bind(contacts)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(contact, at)| (contact, Millis(at))).collect())
 }
 
 /// An observation made by Parley at `now`.
@@ -268,6 +301,8 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
             error,
             ..Observation::default()
         };
+        let failure_kind =
+            if matches!(o.kind, OutcomeKind::Rejected { .. }) { EventKind::Rejected } else { EventKind::Failed };
         match o.kind {
             OutcomeKind::Sent { provider_message_id, .. } => {
                 let applied = timeline.record(
@@ -322,8 +357,8 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
                     requeued.insert(id, (retry_at, i64::from(o.attempt)));
                 }
             }
-            OutcomeKind::Failed { error } => {
-                timeline.record(id, EventKind::Failed, observation(Some(error)));
+            OutcomeKind::Failed { error } | OutcomeKind::Rejected { error } => {
+                timeline.record(id, failure_kind, observation(Some(error)));
                 // A step with a next one leaves its job to move on (due now, at flush).
                 if !timeline.falls_back(id) {
                     finished.insert(id);

@@ -216,7 +216,7 @@ fn append_event(
     let mut applied = !extra.never_applied && kind.state().is_some_and(|s| m.status.can_advance_to(s));
     let mut details = extra.details;
     let step_failed = applied
-        && matches!(kind, EventKind::Failed | EventKind::Undelivered)
+        && matches!(kind, EventKind::Failed | EventKind::Undelivered | EventKind::Rejected)
         && m.route.as_ref().is_some_and(|r| r.falls_back_on_failure());
     if step_failed && let Some(route) = m.route.as_mut() {
         applied = false;
@@ -407,6 +407,18 @@ pub fn cancel_message(c: &Connection, workspace: WorkspaceId, id: MessageId, now
     Ok(CancelOutcome::Canceled(Box::new(m)))
 }
 
+/// When the contact's consent ledger last changed.
+fn latest_consent_at(
+    c: &Connection,
+    workspace: WorkspaceId,
+    contact: parley_domain::ContactId,
+) -> Result<Option<Millis>> {
+    let at: Option<i64> = c
+        .prepare_cached("SELECT MAX(recorded_at) FROM consents WHERE workspace_id = ?1 AND contact_id = ?2")?
+        .query_row(params![workspace.to_string(), contact.to_string()], |r| r.get(0))?;
+    Ok(at.map(Millis))
+}
+
 pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit: u32) -> Result<ClaimBatch> {
     // The due jobs with their messages, in one statement. (A job always has its message: both are
     // written in one transaction, and only deleting the job ends it.)
@@ -493,7 +505,11 @@ pub fn claim_jobs(c: &Connection, owner: &str, now: Millis, lease_ms: i64, limit
         progress.updated_at = progress.updated_at.max(now);
         write_progress(c, &progress, false)?;
         progress.apply_to(&mut m);
-        batch.jobs.push(ClaimedJob { message: m, attempt, lease_until });
+        let consent_changed_at = match m.contact_id {
+            Some(contact) => latest_consent_at(c, m.workspace_id, contact)?,
+            None => None,
+        };
+        batch.jobs.push(ClaimedJob { message: m, attempt, lease_until, consent_changed_at });
     }
     Ok(batch)
 }
@@ -629,9 +645,12 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                 )?
                 .execute(params![o.message_id.to_string(), retry_at.0, o.lease_owner, o.attempt])?;
             }
-            OutcomeKind::Failed { error } | OutcomeKind::Expired { error } => {
-                let kind =
-                    if matches!(o.kind, OutcomeKind::Failed { .. }) { EventKind::Failed } else { EventKind::Expired };
+            OutcomeKind::Failed { error } | OutcomeKind::Expired { error } | OutcomeKind::Rejected { error } => {
+                let kind = match o.kind {
+                    OutcomeKind::Failed { .. } => EventKind::Failed,
+                    OutcomeKind::Rejected { .. } => EventKind::Rejected,
+                    _ => EventKind::Expired,
+                };
                 append_event(
                     c,
                     &mut m,
