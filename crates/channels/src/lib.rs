@@ -126,6 +126,14 @@ pub trait Connector: Send + Sync + 'static {
         Err(IngressError::NotSupported)
     }
 
+    /// Whether `to` can be reached on this account's channel at all, where the provider can say
+    /// so without sending (RBM's capability check, cached): `Some(false)` for a number that is
+    /// known not to be reachable, `None` when the provider cannot tell (send and see). Automatic
+    /// routing passes over a channel answered `Some(false)`.
+    async fn reachable(&self, _to: &str) -> Option<bool> {
+        None
+    }
+
     /// Check the account's credentials against the provider, where the protocol allows it
     /// without sending a message.
     async fn check(&self) -> CheckResult {

@@ -4,9 +4,10 @@
 //! chat. A channel is passed over when the contact has no address on it, the content cannot be
 //! sent on it, the workspace has no account for it, or (WhatsApp, free-form content, unless the
 //! workspace leaves the window to Meta) the customer's last message to the account is more than
-//! 24 hours old. The first one left is used, and the message's `accepted` event says which and
-//! why the channels before it were passed over; the channels left after it become its fallback
-//! route, each step moving on when it fails.
+//! 24 hours old, or (RCS) the provider's capability check says the number has no RCS. The first
+//! one left is used, and the message's `accepted` event says which and why the channels before it
+//! were passed over; the channels left after it become its fallback route, each step moving on
+//! when it fails.
 //!
 //! An explicit `route` lists the steps itself (see `parley_domain::route`); [`Engine::plan_route`]
 //! resolves each step's account and address and applies the messaging policy to each: a step the
@@ -69,6 +70,11 @@ impl Engine {
                             let last = self.store().last_inbound_at(entry.account.id, &address).await?;
                             let at = spec.send_at.unwrap_or_else(Millis::now);
                             (!parley_domain::policy::whatsapp_window_open(last, at)).then_some("whatsapp_window_closed")
+                        }
+                        // RCS: a number the provider says has no RCS (RBM's capability check,
+                        // cached per number) is passed over before anything is sent.
+                        Ok(entry) if channel == Channel::Rcs => {
+                            (entry.connector.reachable(&address).await == Some(false)).then_some("rcs_unreachable")
                         }
                         Ok(_) => None,
                     }

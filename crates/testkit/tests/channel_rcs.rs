@@ -16,6 +16,7 @@ on_both_backends!(
     a_bad_signature_is_refused_and_stores_nothing,
     the_registration_handshake_echoes_the_secret,
     an_unreachable_number_fails_with_rcs_unreachable,
+    auto_routing_asks_rbm_first_and_passes_over_a_number_without_rcs,
 );
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -187,5 +188,38 @@ async fn an_unreachable_number_fails_with_rcs_unreachable(backend: Backend) {
     assert_eq!(check.status, 200, "{check}");
     assert_eq!(check["status"], "ok", "{check}");
     assert!(fake.token_requests() >= 1);
+    app.finish().await;
+}
+
+async fn auto_routing_asks_rbm_first_and_passes_over_a_number_without_rcs(backend: Backend) {
+    let Some(app) = TestApp::start(backend).await else { return };
+    let fake = FakeRbm::start().await;
+    rbm_account(&app, &fake).await;
+    let contact = |number: &str| json!({"identities": [format!("rcs:{number}"), format!("sms:{number}")]});
+    let without_rcs = post(&app, "/v1/contacts", &contact(magic::UNREACHABLE)).await;
+    assert_eq!(without_rcs.status, 201, "{without_rcs}");
+    let with_rcs = post(&app, "/v1/contacts", &contact(PHONE)).await;
+    assert_eq!(with_rcs.status, 201, "{with_rcs}");
+    let auto = |contact: &Answer| json!({"contact_id": contact["id"], "channel": "auto", "content": {"type": "text", "text": "Your parcel"}});
+    // RBM says the number has no RCS: the message goes by SMS and RBM never gets it.
+    let m = send(&app, &auto(&without_rcs)).await;
+    assert_eq!(m["channel"], "sms", "{m}");
+    let m = app.wait_for_status(&id_of(&m), &["delivered"], WAIT).await;
+    assert_eq!(
+        event(&m, "accepted", 0)["details"]["routing"],
+        json!({"mode": "auto", "channel": "sms", "passed_over": {"whatsapp": "no_identity", "rcs": "rcs_unreachable"}})
+    );
+    let asked: Vec<_> = fake.requests().into_iter().filter(|r| r.phone == magic::UNREACHABLE).collect();
+    assert_eq!(asked.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(), ["capabilities"], "only asked, never sent");
+    // A second message within the cache time does not ask again.
+    send(&app, &auto(&without_rcs)).await;
+    let asked = fake.requests().into_iter().filter(|r| r.phone == magic::UNREACHABLE).count();
+    assert_eq!(asked, 1, "the capability answer is cached");
+    // A number with RCS goes on RCS, with SMS as its fallback.
+    let m = send(&app, &auto(&with_rcs)).await;
+    assert_eq!(m["channel"], "rcs", "{m}");
+    let m = app.wait_for_status(&id_of(&m), &["sent"], WAIT).await;
+    assert_eq!(event(&m, "accepted", 0)["details"]["routing"]["fallback"], json!(["sms"]));
+    assert_eq!(fake.accepted_messages().len(), 1, "RBM got the one message for the number with RCS");
     app.finish().await;
 }

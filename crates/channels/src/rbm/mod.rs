@@ -531,6 +531,15 @@ impl Connector for RbmConnector {
         ingress::handle(self.account_id, &self.config.agent_id, self.client_token.as_bytes(), request)
     }
 
+    async fn reachable(&self, to: &str) -> Option<bool> {
+        match self.capabilities(to).await {
+            Ok(Capabilities::Reachable { .. }) => Some(true),
+            Ok(Capabilities::Unreachable) => Some(false),
+            // An error of the check (a timeout, a refused token) says nothing about the number.
+            Err(_) => None,
+        }
+    }
+
     async fn check(&self) -> CheckResult {
         match self.tokens.token().await {
             Ok(_) => {
