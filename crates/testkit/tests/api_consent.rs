@@ -131,6 +131,13 @@ async fn create_contact(app: &TestApp, identities: &[&str], time_zone: Option<&s
     }
 }
 
+/// Record the contact's opt-in to `purpose` (or `*`) on SMS through the API.
+async fn opt_in_on_sms(app: &TestApp, contact: &str, purpose: &str) {
+    let body = json!({"channel": "sms", "purpose": purpose, "status": "opted_in"});
+    let r = post(app, &format!("/v1/contacts/{contact}/consents"), &body).await;
+    assert_eq!(r.status, 201, "{r}");
+}
+
 async fn patch_policy(app: &TestApp, patch: Value) -> Answer {
     call(app, Method::PATCH, "/v1/messaging-policy", Some(&patch)).await
 }
@@ -334,13 +341,7 @@ async fn quiet_hours_hold_marketing_in_the_contacts_zone(backend: Backend) {
     ];
     for (zone, number) in zones {
         let contact = create_contact(&app, &[&format!("sms:{number}")], Some(zone)).await;
-        let r = post(
-            &app,
-            &format!("/v1/contacts/{contact}/consents"),
-            &json!({"channel": "sms", "purpose": "*", "status": "opted_in"}),
-        )
-        .await;
-        assert_eq!(r.status, 201, "{r}");
+        opt_in_on_sms(&app, &contact, "*").await;
         let tz = jiff::tz::TimeZone::get(zone).expect("zone");
         let today = jiff::Timestamp::now().to_zoned(tz.clone()).date();
         let mut evenings = vec![today.tomorrow().expect("date")];
@@ -440,13 +441,7 @@ async fn frequency_caps_reject_or_defer(backend: Backend) {
     let Some(app) = TestApp::start(backend).await else { return };
     let customer = "+12025550183";
     let contact = create_contact(&app, &[&format!("sms:{customer}")], None).await;
-    let r = post(
-        &app,
-        &format!("/v1/contacts/{contact}/consents"),
-        &json!({"channel": "sms", "purpose": "marketing", "status": "opted_in"}),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{r}");
+    opt_in_on_sms(&app, &contact, "marketing").await;
     let p = patch_policy(&app, json!({"frequency_caps": [{"purpose": "marketing", "max": 2, "period_seconds": 3600}]}))
         .await;
     assert_eq!(p.status, 200, "{p}");
@@ -665,13 +660,7 @@ async fn an_opt_out_stops_messages_already_waiting(backend: Backend) {
     let bystander = "+12025550177";
     let contact = create_contact(&app, &[&format!("sms:{customer}"), &format!("rcs:{customer}")], None).await;
     create_contact(&app, &[&format!("sms:{bystander}")], None).await;
-    let r = post(
-        &app,
-        &format!("/v1/contacts/{contact}/consents"),
-        &json!({"channel": "sms", "purpose": "marketing", "status": "opted_in"}),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{r}");
+    opt_in_on_sms(&app, &contact, "marketing").await;
     // Three messages wait for an hour from now: a marketing SMS, a transactional SMS with an RCS
     // step after it, and one to somebody else.
     let in_an_hour = Millis(Millis::now().0 + 3_600_000).to_string();
