@@ -212,7 +212,7 @@ impl Engine {
         workspace: WorkspaceId,
         spec: SendSpec,
         now: Millis,
-        policy: Option<&mut Option<MessagingPolicy>>,
+        policy: Option<&mut Option<std::sync::Arc<MessagingPolicy>>>,
     ) -> Result<(NewOutbound, Option<PolicyError>)> {
         let mut spec = spec;
         let mut routing = None;
@@ -237,8 +237,8 @@ impl Engine {
         let policy = match policy {
             None => None,
             Some(slot) => Some(match slot {
-                Some(p) => &*p,
-                None => &*slot.insert(self.messaging_policy(workspace).await?),
+                Some(p) => &**p,
+                None => &**slot.insert(self.messaging_policy(workspace).await?),
             }),
         };
         let mut send_at = spec.send_at.filter(|at| *at > now);

@@ -16,6 +16,7 @@ use parley_domain::{
     Address, Channel, ChannelAccountId, ConsentId, ContactId, Content, Message, MessageId, Millis, Purpose, WorkspaceId,
 };
 use parley_store::Contact;
+use std::sync::Arc;
 
 /// Why a send is refused by the ledger or the policy; the message is recorded as `rejected`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,8 +103,9 @@ pub(crate) struct SendCheck<'a> {
 /// (several processes on one PostgreSQL database) within this time.
 const POLICY_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The workspaces' messaging policies as last read (see [`POLICY_TTL`]).
-pub(crate) struct PolicyCache(TtlCache<WorkspaceId, MessagingPolicy>);
+/// The workspaces' messaging policies as last read (see [`POLICY_TTL`]), shared: every send reads
+/// its workspace's, and a copy would cost its keyword lists' allocations each time.
+pub(crate) struct PolicyCache(TtlCache<WorkspaceId, Arc<MessagingPolicy>>);
 
 impl Default for PolicyCache {
     fn default() -> Self {
@@ -113,16 +115,16 @@ impl Default for PolicyCache {
 
 impl Engine {
     /// The workspace's messaging policy (the defaults when it never set one).
-    pub async fn messaging_policy(&self, workspace: WorkspaceId) -> Result<MessagingPolicy> {
+    pub async fn messaging_policy(&self, workspace: WorkspaceId) -> Result<Arc<MessagingPolicy>> {
         if let Some(policy) = self.inner.policy_cache.0.get(&workspace) {
             return Ok(policy);
         }
-        let policy = match self.store().get_messaging_policy(workspace).await? {
+        let policy = Arc::new(match self.store().get_messaging_policy(workspace).await? {
             None => MessagingPolicy::default(),
             Some(stored) => serde_json::from_value(stored).map_err(|e| {
                 EngineError::Store(parley_store::StoreError::Corrupt(format!("messaging policy of {workspace}: {e}")))
             })?,
-        };
+        });
         self.inner.policy_cache.0.put(workspace, policy.clone());
         Ok(policy)
     }
@@ -140,7 +142,7 @@ impl Engine {
         let value = serde_json::to_value(&policy)
             .map_err(|e| EngineError::Store(parley_store::StoreError::Database(e.to_string())))?;
         self.store().put_messaging_policy(workspace, &value, Millis::now()).await?;
-        self.inner.policy_cache.0.put(workspace, policy.clone());
+        self.inner.policy_cache.0.put(workspace, Arc::new(policy.clone()));
         Ok(policy)
     }
 
@@ -335,9 +337,9 @@ impl Engine {
             .await?;
         }
         let reply = match action {
-            KeywordAction::OptOut | KeywordAction::OptOutAll => policy.opt_out_reply,
-            KeywordAction::OptIn => policy.opt_in_reply,
-            KeywordAction::Help => policy.help_text,
+            KeywordAction::OptOut | KeywordAction::OptOutAll => policy.opt_out_reply.clone(),
+            KeywordAction::OptIn => policy.opt_in_reply.clone(),
+            KeywordAction::Help => policy.help_text.clone(),
         };
         let Ok(to) = Address::parse(message.channel, from, None) else { return Ok(()) };
         let spec = SendSpec {

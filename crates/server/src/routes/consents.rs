@@ -434,7 +434,7 @@ async fn delete_opt_out(
     security(("api_key" = [])))]
 async fn get_policy(State(state): State<AppState>, auth: Auth) -> ApiResult<axum::Json<MessagingPolicy>> {
     auth.require(Scope::MessagesRead)?;
-    Ok(axum::Json(state.engine.messaging_policy(auth.workspace()).await?))
+    Ok(axum::Json(MessagingPolicy::clone(&*state.engine.messaging_policy(auth.workspace()).await?)))
 }
 
 /// Change the workspace's messaging policy (JSON Merge Patch; admin scope).
@@ -457,7 +457,7 @@ async fn update_policy(
             .with_param("body", "a JSON object"));
     }
     let current = state.engine.messaging_policy(auth.workspace()).await?;
-    let mut value = serde_json::to_value(&current).map_err(ApiError::internal)?;
+    let mut value = serde_json::to_value(&*current).map_err(ApiError::internal)?;
     policy::merge_patch(&mut value, &patch);
     let changed: MessagingPolicy = from_value(value, "")?;
     Ok(axum::Json(state.engine.set_messaging_policy(auth.workspace(), changed).await?))
