@@ -226,6 +226,13 @@ impl EventKind {
         EventKind::Fallback,
     ];
 
+    /// Whether this event, applied to a routed message, ends its current step (a route whose
+    /// step has a next one moves on instead of ending the message): the provider failed or could
+    /// not deliver it, or Parley refused it at the hand-off (consent withdrawn meanwhile).
+    pub fn ends_a_step(self) -> bool {
+        matches!(self, EventKind::Failed | EventKind::Undelivered | EventKind::Rejected)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::AttemptFailed => "attempt_failed",

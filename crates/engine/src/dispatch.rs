@@ -10,7 +10,7 @@ use crate::Engine;
 use crate::metrics::EventTally;
 use crate::registry::AccountEntry;
 use parley_channels::{OutboundRequest, SendResult};
-use parley_domain::{Channel, ErrorInfo, EventKind, Millis, backoff};
+use parley_domain::{Channel, ErrorInfo, Millis, backoff};
 use parley_store::{ClaimedJob, DispatchOutcome, OutcomeKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -278,7 +278,7 @@ async fn outcome_writer(engine: Engine, mut rx: mpsc::UnboundedReceiver<(Channel
                 Ok(()) => {
                     let mut tally = EventTally::default();
                     for (channel, outcome) in &batch {
-                        if let Some(kind) = event_of(&outcome.kind) {
+                        if let Some(kind) = outcome.kind.event() {
                             tally.add(*channel, kind);
                         }
                     }
@@ -302,17 +302,5 @@ async fn outcome_writer(engine: Engine, mut rx: mpsc::UnboundedReceiver<(Channel
             }
         }
         batch.clear();
-    }
-}
-
-/// The event an outcome records (none for a job given back unattempted).
-fn event_of(kind: &OutcomeKind) -> Option<EventKind> {
-    match kind {
-        OutcomeKind::Sent { .. } => Some(EventKind::Sent),
-        OutcomeKind::Retry { .. } => Some(EventKind::AttemptFailed),
-        OutcomeKind::Failed { .. } => Some(EventKind::Failed),
-        OutcomeKind::Rejected { .. } => Some(EventKind::Rejected),
-        OutcomeKind::Expired { .. } => Some(EventKind::Expired),
-        OutcomeKind::Release { .. } => None,
     }
 }

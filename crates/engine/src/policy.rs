@@ -73,6 +73,27 @@ impl PolicyError {
     }
 }
 
+/// What the consent ledger says against sending `purpose` on `channel`, with why: an opt-out in
+/// force refuses anything; marketing needs an opt-in in force. The one reading for acceptance and
+/// for the check again at hand-off.
+fn consent_refusal(records: &[Consent], channel: Channel, purpose: &Purpose) -> Option<(Refusal, String)> {
+    let refusal = policy::check_consent(records, channel, purpose).err()?;
+    let (channel, purpose_name) = (channel.as_str(), purpose.as_str());
+    match refusal {
+        ConsentRefusal::OptedOut => Some((
+            Refusal::RecipientOptedOut,
+            format!("the recipient has opted out of {purpose_name} messages on {channel}"),
+        )),
+        ConsentRefusal::ConsentRequired => Some((
+            Refusal::ConsentRequired,
+            format!(
+                "{purpose_name} messages need the recipient's opt-in on {channel}; record it with \
+                 POST /v1/contacts/{{id}}/consents"
+            ),
+        )),
+    }
+}
+
 /// What the policy says about one send.
 #[derive(Debug)]
 pub(crate) enum Verdict {
@@ -182,26 +203,13 @@ impl Engine {
         policy: &MessagingPolicy,
         send: SendCheck<'_>,
     ) -> Result<Verdict> {
-        let channel = send.channel.as_str();
         let purpose = send.purpose.as_str();
-        // Consent: an opt-out in force refuses anything; marketing needs an opt-in in force.
         let records = match send.contact {
             Some(c) => self.store().list_consents(workspace, c.id, None, None).await?,
             None => Vec::new(),
         };
-        match policy::check_consent(&records, send.channel, send.purpose) {
-            Ok(()) => {}
-            Err(ConsentRefusal::OptedOut) => {
-                let detail = format!("the recipient has opted out of {purpose} messages on {channel}");
-                return Ok(Verdict::Refuse(Refusal::RecipientOptedOut, detail));
-            }
-            Err(ConsentRefusal::ConsentRequired) => {
-                let detail = format!(
-                    "{purpose} messages need the recipient's opt-in on {channel}; record it with \
-                     POST /v1/contacts/{{id}}/consents"
-                );
-                return Ok(Verdict::Refuse(Refusal::ConsentRequired, detail));
-            }
+        if let Some((refusal, detail)) = consent_refusal(&records, send.channel, send.purpose) {
+            return Ok(Verdict::Refuse(refusal, detail));
         }
         let mut at = send.at;
         // Frequency caps count the contact's messages of this purpose; rejected and canceled ones
@@ -282,27 +290,11 @@ impl Engine {
         }
         let records = self.store().list_consents(message.workspace_id, contact, None, None).await?;
         let purpose = message.purpose.clone().unwrap_or_else(Purpose::transactional);
-        let channel = message.channel.as_str();
-        Ok(match policy::check_consent(&records, message.channel, &purpose) {
-            Ok(()) => None,
-            Err(ConsentRefusal::OptedOut) => Some(parley_domain::ErrorInfo {
-                code: Refusal::RecipientOptedOut.code().into(),
-                detail: format!(
-                    "the recipient opted out of {} messages on {channel} after this message was accepted; it was not sent",
-                    purpose.as_str()
-                ),
-                permanent: true,
-            }),
-            Err(ConsentRefusal::ConsentRequired) => Some(parley_domain::ErrorInfo {
-                code: Refusal::ConsentRequired.code().into(),
-                detail: format!(
-                    "the recipient's opt-in to {} messages on {channel} was withdrawn after this message was accepted; \
-                     it was not sent",
-                    purpose.as_str()
-                ),
-                permanent: true,
-            }),
-        })
+        Ok(consent_refusal(&records, message.channel, &purpose).map(|(refusal, detail)| parley_domain::ErrorInfo {
+            code: refusal.code().into(),
+            detail: format!("{detail} (the ledger changed after this message was accepted; it was not sent)"),
+            permanent: true,
+        }))
     }
 
     /// Act on an inbound message that is a keyword: record the consent it gives or takes, then

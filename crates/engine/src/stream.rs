@@ -104,10 +104,10 @@ impl Default for StreamSettings {
             // Lagging subscribers read the store again, each on its own, and rebuild every
             // envelope: under load that costs more than following the ring, so they fall
             // further behind. A ring of several seconds of a busy workspace (6.5 s at 10,000
-            // events/s) keeps that rare: with 100 subscribers at 2,000 messages/s, 8,192
-            // events left them 72 % behind after 60 s, 65,536 lets every one keep up. It holds
-            // the events' wire forms only (under 1 KB each), and only while the workspace has
-            // subscribers.
+            // events/s) keeps that rare: with 100 subscribers at 2,000 messages/s for 60 s, the
+            // slowest had 28 % of the events with 8,192, 84 % to all of them with 65,536 (see
+            // docs/BENCHMARKS.md). It holds the events' wire forms only (under 1 KB each), and
+            // only while the workspace has subscribers.
             broadcast_capacity: 65_536,
             buffer: 256,
             slow_client: Duration::from_secs(10),

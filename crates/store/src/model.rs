@@ -190,6 +190,21 @@ pub enum OutcomeKind {
     Release { due_at: Millis },
 }
 
+impl OutcomeKind {
+    /// The message event this outcome records (none for a job given back unattempted).
+    pub fn event(&self) -> Option<parley_domain::EventKind> {
+        use parley_domain::EventKind;
+        match self {
+            OutcomeKind::Sent { .. } => Some(EventKind::Sent),
+            OutcomeKind::Retry { .. } => Some(EventKind::AttemptFailed),
+            OutcomeKind::Failed { .. } => Some(EventKind::Failed),
+            OutcomeKind::Expired { .. } => Some(EventKind::Expired),
+            OutcomeKind::Rejected { .. } => Some(EventKind::Rejected),
+            OutcomeKind::Release { .. } => None,
+        }
+    }
+}
+
 pub use parley_domain::{InboundMessage, Receipt};
 
 /// An event of the store's feed with its position: an event of one message, or an event about

@@ -301,8 +301,7 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
             error,
             ..Observation::default()
         };
-        let failure_kind =
-            if matches!(o.kind, OutcomeKind::Rejected { .. }) { EventKind::Rejected } else { EventKind::Failed };
+        let event = o.kind.event().unwrap_or(EventKind::Failed);
         match o.kind {
             OutcomeKind::Sent { provider_message_id, .. } => {
                 let applied = timeline.record(
@@ -358,7 +357,7 @@ pub(super) async fn record_outcomes(pool: &PgPool, outcomes: Vec<DispatchOutcome
                 }
             }
             OutcomeKind::Failed { error } | OutcomeKind::Rejected { error } => {
-                timeline.record(id, failure_kind, observation(Some(error)));
+                timeline.record(id, event, observation(Some(error)));
                 // A step with a next one leaves its job to move on (due now, at flush).
                 if !timeline.falls_back(id) {
                     finished.insert(id);

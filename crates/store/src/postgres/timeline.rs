@@ -67,9 +67,7 @@ impl Timeline {
             !observation.never_applied && kind.state().is_some_and(|next| message.status.can_advance_to(next));
         let mut details = observation.details;
         if let Some(route) = message.route.as_mut() {
-            let step_failed = applied
-                && matches!(kind, EventKind::Failed | EventKind::Undelivered | EventKind::Rejected)
-                && route.falls_back_on_failure();
+            let step_failed = applied && kind.ends_a_step() && route.falls_back_on_failure();
             if step_failed {
                 applied = false;
                 route.step_failed(observation.error.clone());

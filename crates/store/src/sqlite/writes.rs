@@ -215,9 +215,7 @@ fn append_event(
 ) -> Result<bool> {
     let mut applied = !extra.never_applied && kind.state().is_some_and(|s| m.status.can_advance_to(s));
     let mut details = extra.details;
-    let step_failed = applied
-        && matches!(kind, EventKind::Failed | EventKind::Undelivered | EventKind::Rejected)
-        && m.route.as_ref().is_some_and(|r| r.falls_back_on_failure());
+    let step_failed = applied && kind.ends_a_step() && m.route.as_ref().is_some_and(|r| r.falls_back_on_failure());
     if step_failed && let Some(route) = m.route.as_mut() {
         applied = false;
         route.step_failed(extra.error.clone());
@@ -646,15 +644,10 @@ pub fn record_outcomes(c: &Connection, outcomes: &[DispatchOutcome]) -> Result<(
                 .execute(params![o.message_id.to_string(), retry_at.0, o.lease_owner, o.attempt])?;
             }
             OutcomeKind::Failed { error } | OutcomeKind::Expired { error } | OutcomeKind::Rejected { error } => {
-                let kind = match o.kind {
-                    OutcomeKind::Failed { .. } => EventKind::Failed,
-                    OutcomeKind::Rejected { .. } => EventKind::Rejected,
-                    _ => EventKind::Expired,
-                };
                 append_event(
                     c,
                     &mut m,
-                    kind,
+                    o.kind.event().unwrap_or(EventKind::Failed),
                     o.at,
                     o.at,
                     EventExtra { attempt, error: Some(error.clone()), ..Default::default() },
